@@ -1,0 +1,22 @@
+"""Sensors as ray grids: cameras and LiDARs."""
+from gssim.sensors.base import Sensor
+from gssim.sensors.camera import Camera, FisheyeCamera, OpenCVCamera, PinholeCamera
+
+CAMERA_MODELS = {"pinhole": PinholeCamera, "opencv": OpenCVCamera, "fisheye": FisheyeCamera}
+
+
+def camera_from_dict(d: dict) -> Camera:
+    """Build a camera from its log-format entry (keys of ``Camera.to_dict``)."""
+    model = d.get("model")
+    if model not in CAMERA_MODELS:
+        raise ValueError(f"camera model {model!r} unknown; expected one of {sorted(CAMERA_MODELS)}")
+    kwargs = {k: d[k] for k in ("width", "height", "fx", "fy", "cx", "cy") if k in d}
+    missing = {"width", "height", "fx", "fy", "cx", "cy"} - set(kwargs)
+    if missing:
+        raise ValueError(f"camera entry lacks {sorted(missing)}")
+    return CAMERA_MODELS[model](**kwargs, distortion=d.get("distortion") or (),
+                                rolling_shutter_s=float(d.get("rolling_shutter_s", 0.0)))
+
+
+__all__ = ["Sensor", "Camera", "PinholeCamera", "OpenCVCamera", "FisheyeCamera", "camera_from_dict",
+           "CAMERA_MODELS"]

@@ -1,0 +1,248 @@
+"""Camera models as ray grids: pinhole, OpenCV-distorted, fisheye (equidistant).
+
+Camera frame is OpenCV: x right, y down, z forward.  Pixel (row i, column j) is centred
+at image coordinates (j + 0.5, i + 0.5).  Any camera may be rolling-shutter: rows are
+read top to bottom over ``rolling_shutter_s`` seconds, row i at readout fraction
+(i + 0.5) / height.
+"""
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+
+import torch
+
+from gssim.sensors.base import Sensor
+
+Tensor = torch.Tensor
+
+
+class Camera(Sensor):
+    """Common part of the camera models; use a subclass."""
+
+    model: str = ""
+    n_distortion: int = 0
+    tile_shape = (16, 16)
+
+    def __init__(self, width: int, height: int, fx: float, fy: float, cx: float, cy: float,
+                 distortion: list[float] | tuple[float, ...] = (), rolling_shutter_s: float = 0.0,
+                 near: float = 0.01, far: float = math.inf) -> None:
+        name = type(self).__name__
+        if int(width) != width or int(height) != height or width < 1 or height < 1:
+            raise ValueError(f"{name}: width and height must be positive integers, got {width}x{height}")
+        for key, val in (("fx", fx), ("fy", fy), ("cx", cx), ("cy", cy)):
+            if not math.isfinite(val):
+                raise ValueError(f"{name}: {key} must be finite, got {val}")
+        if fx <= 0 or fy <= 0:
+            raise ValueError(f"{name}: focal lengths must be > 0, got fx={fx}, fy={fy}")
+        distortion = [float(k) for k in distortion]
+        if distortion and len(distortion) != self.n_distortion or (self.n_distortion == 0 and distortion):
+            raise ValueError(f"{name}: expected {self.n_distortion} distortion coefficients, got {len(distortion)}")
+        if not all(math.isfinite(k) for k in distortion):
+            raise ValueError(f"{name}: distortion coefficients must be finite")
+        if rolling_shutter_s < 0 or not math.isfinite(rolling_shutter_s):
+            raise ValueError(f"{name}: rolling_shutter_s must be >= 0, got {rolling_shutter_s}")
+        if not 0 < near < far:
+            raise ValueError(f"{name}: need 0 < near < far, got near={near}, far={far}")
+        self.width, self.height = int(width), int(height)
+        self.rows, self.cols = self.height, self.width
+        self.fx, self.fy, self.cx, self.cy = float(fx), float(fy), float(cx), float(cy)
+        self.distortion = distortion or [0.0] * self.n_distortion
+        self.rolling_shutter_s = float(rolling_shutter_s)
+        self.t_min, self.t_max = float(near), float(far)
+        j = torch.arange(self.width, dtype=torch.float64) + 0.5
+        i = torch.arange(self.height, dtype=torch.float64) + 0.5
+        v, u = torch.meshgrid(i, j, indexing="ij")
+        self._dirs = self._unproject((u - self.cx) / self.fx, (v - self.cy) / self.fy)
+        self._finish_grid()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.width}x{self.height}, fx={self.fx:g}, fy={self.fy:g}, "
+                f"cx={self.cx:g}, cy={self.cy:g}, distortion={self.distortion}, "
+                f"rolling_shutter_s={self.rolling_shutter_s:g})")
+
+    def to_dict(self) -> dict:
+        """The sensor entry of the log format (without its mounting pose)."""
+        return {"type": "camera", "model": self.model, "width": self.width, "height": self.height,
+                "fx": self.fx, "fy": self.fy, "cx": self.cx, "cy": self.cy,
+                "distortion": list(self.distortion), "rolling_shutter_s": self.rolling_shutter_s}
+
+    @property
+    def is_instant(self) -> bool:
+        return self.rolling_shutter_s == 0.0
+
+    def cell_fractions(self) -> Tensor:
+        if self.is_instant:
+            return torch.zeros(self.rows, self.cols)
+        rows = (torch.arange(self.rows, dtype=torch.float32) + 0.5) / self.rows
+        return rows[:, None].expand(self.rows, self.cols).contiguous()
+
+    def depth_scale(self) -> Tensor:
+        return self._dirs[..., 2].float()
+
+    def _pixels(self, xd: Tensor, yd: Tensor) -> Tensor:
+        return torch.stack([self.fx * xd + self.cx, self.fy * yd + self.cy], -1)
+
+    @abstractmethod
+    def _unproject(self, xd: Tensor, yd: Tensor) -> Tensor:
+        """Unit directions (H, W, 3) of distorted normalised coordinates."""
+
+
+class PinholeCamera(Camera):
+    """Ideal perspective camera."""
+
+    model = "pinhole"
+
+    def _distort(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        return x, y
+
+    def _undistort(self, xd: Tensor, yd: Tensor) -> tuple[Tensor, Tensor]:
+        return xd, yd
+
+    def _unproject(self, xd: Tensor, yd: Tensor) -> Tensor:
+        x, y = self._undistort(xd, yd)
+        d = torch.stack([x, y, torch.ones_like(x)], -1)
+        self._r_valid = float(torch.sqrt(x * x + y * y).max()) * 1.5 + 0.1
+        return d / d.norm(dim=-1, keepdim=True)
+
+    def param(self, dirs: Tensor) -> Tensor:
+        return dirs[..., :2] / dirs[..., 2:3]
+
+    def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        z = points[:, 2]
+        valid = z > self.t_min
+        zs = torch.where(valid, z, torch.ones_like(z))
+        x, y = points[:, 0] / zs, points[:, 1] / zs
+        valid = valid & (x * x + y * y < self._r_valid ** 2)
+        xd, yd = self._distort(x, y)
+        return self._pixels(xd, yd), valid
+
+    def support_param_box(self, corners, centre, radius):
+        z = corners[..., 2]
+        in_front = (z > 1e-9).all(-1)
+        empty = (z <= 0).all(-1)
+        zs = torch.where(z > 1e-9, z, torch.ones_like(z))
+        p = corners[..., :2] / zs[..., None]
+        box = torch.stack([p[..., 0].amin(-1), p[..., 0].amax(-1), p[..., 1].amin(-1), p[..., 1].amax(-1)], -1)
+        return box, empty, ~in_front & ~empty
+
+
+class OpenCVCamera(PinholeCamera):
+    """Perspective camera with OpenCV radial-tangential distortion [k1, k2, p1, p2, k3]."""
+
+    model = "opencv"
+    n_distortion = 5
+
+    def _distort(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        k1, k2, p1, p2, k3 = self.distortion
+        r2 = x * x + y * y
+        radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+        xd = x * radial + 2 * p1 * x * y + p2 * (r2 + 2 * x * x)
+        yd = y * radial + p1 * (r2 + 2 * y * y) + 2 * p2 * x * y
+        return xd, yd
+
+    def _undistort(self, xd: Tensor, yd: Tensor) -> tuple[Tensor, Tensor]:
+        """Newton iterations on the distortion map, float64; raises if it does not invert."""
+        x, y = xd.clone(), yd.clone()
+        for _ in range(50):
+            xv = x.detach().requires_grad_(True)
+            yv = y.detach().requires_grad_(True)
+            with torch.enable_grad():
+                fx_, fy_ = self._distort(xv, yv)
+                ex, ey = fx_ - xd, fy_ - yd
+                dxx, dxy = torch.autograd.grad(ex.sum(), (xv, yv), retain_graph=True)
+                dyx, dyy = torch.autograd.grad(ey.sum(), (xv, yv))
+            det = dxx * dyy - dxy * dyx
+            det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
+            x = x - (dyy * ex.detach() - dxy * ey.detach()) / det
+            y = y - (-dyx * ex.detach() + dxx * ey.detach()) / det
+        rx, ry = self._distort(x, y)
+        err = torch.maximum((rx - xd).abs(), (ry - yd).abs()).max()
+        if not torch.isfinite(err) or err > 1e-9:
+            raise ValueError(f"OpenCVCamera: distortion {self.distortion} is not invertible over the image "
+                             f"(residual {float(err):.2e}); check the coefficients and image size")
+        return x, y
+
+
+class FisheyeCamera(Camera):
+    """Fisheye camera, equidistant model with distortion [k1, k2, k3, k4] (OpenCV fisheye).
+
+    theta_d = theta (1 + k1 theta^2 + k2 theta^4 + k3 theta^6 + k4 theta^8), pixel =
+    f * theta_d * (x, y) / r + c.  Fields of view beyond 180 degrees are supported.
+    """
+
+    model = "fisheye"
+    n_distortion = 4
+
+    def _theta_d(self, theta: Tensor) -> Tensor:
+        k1, k2, k3, k4 = self.distortion
+        t2 = theta * theta
+        return theta * (1 + t2 * (k1 + t2 * (k2 + t2 * (k3 + t2 * k4))))
+
+    def _unproject(self, xd: Tensor, yd: Tensor) -> Tensor:
+        rd = torch.sqrt(xd * xd + yd * yd)
+        theta = rd.clone()
+        for _ in range(50):
+            tv = theta.detach().requires_grad_(True)
+            with torch.enable_grad():
+                err = self._theta_d(tv) - rd
+                (slope,) = torch.autograd.grad(err.sum(), tv)
+            theta = (theta - err.detach() / slope.clamp(min=1e-9)).clamp(0, math.pi)
+        resid = (self._theta_d(theta) - rd).abs().max()
+        if not torch.isfinite(resid) or resid > 1e-9 or float(theta.max()) >= math.pi:
+            raise ValueError(f"FisheyeCamera: distortion {self.distortion} is not invertible over the image "
+                             f"(residual {float(resid):.2e}); check the coefficients and image size")
+        self._theta_max = float(theta.max())
+        scale = torch.where(rd > 1e-15, torch.sin(theta) / rd.clamp(min=1e-15), torch.ones_like(rd))
+        return torch.stack([xd * scale, yd * scale, torch.cos(theta)], -1)
+
+    def param(self, dirs: Tensor) -> Tensor:
+        r = torch.sqrt(dirs[..., 0] ** 2 + dirs[..., 1] ** 2)
+        theta = torch.atan2(r, dirs[..., 2])
+        scale = torch.where(r > 1e-15, theta / r.clamp(min=1e-15), torch.ones_like(r))
+        return dirs[..., :2] * scale[..., None]
+
+    def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        x, y, z = points.unbind(-1)
+        r = torch.sqrt((x * x + y * y).clamp(min=1e-30))
+        theta = torch.atan2(r, z)
+        dist = points.norm(dim=-1)
+        valid = (dist > self.t_min) & (theta < min(self._theta_max + 0.2, math.pi - 1e-3))
+        td = self._theta_d(theta)
+        scale = torch.where(r > 1e-12, td / r, 1 / z.abs().clamp(min=1e-12))
+        return self._pixels(x * scale, y * scale), valid
+
+    def support_param_box(self, corners, centre, radius):
+        dist = centre.norm(dim=-1)
+        full = dist <= radius * 1.0001
+        beta = torch.asin((radius / dist.clamp(min=1e-12)).clamp(max=1.0))
+        r = torch.sqrt(centre[:, 0] ** 2 + centre[:, 1] ** 2)
+        theta_a = torch.atan2(r, centre[:, 2])
+        phi_a = torch.atan2(centre[:, 1], centre[:, 0])
+        th0 = (theta_a - beta).clamp(min=0)
+        th1 = (theta_a + beta).clamp(max=math.pi)
+        empty = th0 > self._theta_max + 1e-6
+        sin_ratio = torch.sin(beta) / torch.sin(theta_a).clamp(min=1e-12)
+        around_axis = (theta_a <= beta) | (sin_ratio >= 1) | (th1 >= math.pi)
+        dphi = torch.asin(sin_ratio.clamp(max=1.0))
+        phis = torch.stack([phi_a - dphi, phi_a + dphi], -1)  # (N, 2)
+        ths = torch.stack([th0, th1], -1)
+        xs = (ths[:, :, None] * torch.cos(phis[:, None, :])).reshape(-1, 4)
+        ys = (ths[:, :, None] * torch.sin(phis[:, None, :])).reshape(-1, 4)
+        x0, x1, y0, y1 = xs.amin(-1), xs.amax(-1), ys.amin(-1), ys.amax(-1)
+        # Axis directions inside the angular interval reach the outer radius th1.
+        for axis_angle, which in ((0.0, "x1"), (math.pi / 2, "y1"), (math.pi, "x0"), (-math.pi / 2, "y0")):
+            delta = torch.remainder(axis_angle - phis[:, 0], 2 * math.pi)
+            inside = delta <= 2 * dphi
+            if which == "x1":
+                x1 = torch.where(inside, th1, x1)
+            elif which == "y1":
+                y1 = torch.where(inside, th1, y1)
+            elif which == "x0":
+                x0 = torch.where(inside, -th1, x0)
+            else:
+                y0 = torch.where(inside, -th1, y0)
+        box = torch.stack([x0, x1, y0, y1], -1)
+        disc = torch.stack([-th1, th1, -th1, th1], -1)
+        box = torch.where(around_axis[:, None], disc, box)
+        return box, empty & ~full, full
