@@ -1,0 +1,59 @@
+// CPU (OpenMP) drivers of the ray-grid rasterizer.  Raw pointers and sizes only.
+//
+// Layout shared by all calls:
+//   rays_o, rays_d: (R, 3), R = rows * cols, row-major cells; cell (i, j) centred at
+//     (j + 0.5, i + 0.5) in grid coordinates.
+//   surfels: means, axis_u, axis_v, normals (N, 3); opacities (N); features (N, C);
+//     means2d (N, 2); depth_keys (N).
+//   records (F, 6) int32: surfel, r0, r1, c0, c1 (inclusive cell box), column shift.
+//   Tiles of th x tw cells, row-major; a tile's entries are record indices sorted by
+//   (depth key of the record's surfel, record index).
+#pragma once
+
+#include <cstdint>
+
+namespace gssim {
+namespace cpu {
+
+struct TileGrid {
+  int rows, cols, th, tw;
+  int tiles_y() const { return (rows + th - 1) / th; }
+  int tiles_x() const { return (cols + tw - 1) / tw; }
+  int num_tiles() const { return tiles_y() * tiles_x(); }
+};
+
+// Counts the (tile, record) pairs: writes tile_offsets (num_tiles + 1), the start of each
+// tile's list, and returns their total E.
+int64_t count_tile_entries(const int32_t* records, int64_t F, TileGrid g, int64_t* tile_offsets);
+
+// Fills entries (E) with each tile's record indices, sorted front to back.
+void fill_tile_entries(const int32_t* records, int64_t F, const float* depth_keys, TileGrid g,
+                       const int64_t* tile_offsets, int32_t* entries);
+
+struct SurfelArrays {
+  const float *means, *axis_u, *axis_v, *normals, *opacities, *features, *means2d;
+  int64_t N;
+  int C;
+};
+
+// Forward: per ray color_acc (R, C), alpha (R) = 1 - T_final, t_acc (R), normal_acc (R, 3),
+// median_t (R); for the backward pass last (R) = 1 + position (in its tile's list) of the
+// last surfel composited, median_pos (R) = position of the median surfel (-1: none).
+void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, SurfelArrays s,
+                       const int32_t* records, const int64_t* tile_offsets, const int32_t* entries,
+                       float t_min, float t_max, float* color_acc, float* alpha, float* t_acc,
+                       float* normal_acc, float* median_t, int32_t* last, int32_t* median_pos);
+
+// Backward: from output gradients (same shapes as the forward outputs) accumulate into
+// zero-initialised gradients of means, axis_u, axis_v, normals (N, 3), opacities (N),
+// features (N, C), means2d (N, 2).
+void rasterize_backward(const float* rays_o, const float* rays_d, TileGrid g, SurfelArrays s,
+                        const int32_t* records, const int64_t* tile_offsets, const int32_t* entries,
+                        float t_min, float t_max, const float* alpha, const int32_t* last,
+                        const int32_t* median_pos, const float* g_color, const float* g_alpha,
+                        const float* g_t, const float* g_normal, const float* g_median,
+                        float* d_means, float* d_axis_u, float* d_axis_v, float* d_normals,
+                        float* d_opacities, float* d_features, float* d_means2d);
+
+}  // namespace cpu
+}  // namespace gssim

@@ -1,0 +1,117 @@
+"""``gssim.render``: compose rays and surfels, rasterize on a backend, finish outputs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from gssim.core.surfels import Surfels
+from gssim.render import native
+from gssim.render.pipeline import RayGrid, SurfelGeometry, build_rays, prepare_surfels
+from gssim.render.reference import rasterize_reference
+from gssim.sensors.base import Sensor
+
+Tensor = torch.Tensor
+
+BACKENDS = ("auto", "cpu", "cuda", "torch")
+
+
+@dataclass
+class CameraOutput:
+    """Camera render.  color (H, W, C) over the background; alpha (H, W); depth (H, W)
+    expected camera-z depth (sum w z / alpha); median_depth (H, W); normal (H, W, 3) unit
+    world-frame normal facing the camera.  depth, median_depth, normal are 0 where alpha is 0."""
+
+    color: Tensor
+    alpha: Tensor
+    depth: Tensor
+    median_depth: Tensor
+    normal: Tensor
+
+
+@dataclass
+class LidarOutput:
+    """LiDAR render as range images (B, A): range (sum w t / alpha), median_range, alpha,
+    features (B, A, C) = sum w f (not normalised), normal (B, A, 3); 0 where alpha is 0."""
+
+    range: Tensor
+    median_range: Tensor
+    alpha: Tensor
+    features: Tensor
+    normal: Tensor
+
+
+def _pick_backend(backend: str, device: torch.device) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"render: backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "cuda" if device.type == "cuda" else "cpu"
+    if backend in ("cpu", "cuda") and device.type != backend:
+        raise ValueError(f"render: backend {backend!r} needs surfels on {backend}, they are on {device}")
+    return backend
+
+
+def rasterize(grid: RayGrid, geom: SurfelGeometry, sensor: Sensor, backend: str) -> tuple[Tensor, ...]:
+    """Run the compositing op of a backend: color_acc, alpha, t_acc, normal_acc, median_t."""
+    args = (grid.rays_o.to(geom.means.device), grid.rays_d.to(geom.means.device), grid.rows, grid.cols,
+            geom.means, geom.axis_u, geom.axis_v, geom.normals, geom.opacities, geom.features,
+            geom.means2d, geom.depth_keys.to(geom.means.device), geom.records.to(geom.means.device))
+    if backend == "torch":
+        return rasterize_reference(*args, sensor.t_min, sensor.t_max)
+    th, tw = sensor.tile_shape
+    return native.rasterize(*args, th, tw, sensor.t_min, sensor.t_max)
+
+
+def render(surfels: Surfels, sensor: Sensor, T_world_sensor, T_world_sensor_end=None,
+           backend: str = "auto", background: Tensor | None = None) -> CameraOutput | LidarOutput:
+    """Render surfels through a sensor at a pose.
+
+    T_world_sensor: (4, 4) sensor-to-world pose (at the start of a rolling-shutter readout
+    or LiDAR sweep); T_world_sensor_end: pose at its end (optional; the pose of each row or
+    column is interpolated between them).  background: (C,) colour under the composite
+    (cameras; default zeros).  Gradients flow to every Surfels tensor on every backend.
+    """
+    if not isinstance(surfels, Surfels):
+        raise TypeError(f"render: surfels must be gssim.Surfels, got {type(surfels).__name__}")
+    if not isinstance(sensor, Sensor):
+        raise TypeError(f"render: sensor must be a gssim sensor, got {type(sensor).__name__}")
+    backend = _pick_backend(backend, surfels.device)
+    C = surfels.features.shape[1]
+    dev = surfels.device
+    if background is None:
+        background = torch.zeros(C, device=dev)
+    background = torch.as_tensor(background, dtype=torch.float32, device=dev)
+    if background.shape != (C,):
+        raise ValueError(f"render: background must have shape ({C},) to match the features, "
+                         f"got {tuple(background.shape)}")
+    grid = build_rays(sensor, T_world_sensor, T_world_sensor_end)
+    if len(surfels) == 0:
+        geom = None
+    else:
+        geom = prepare_surfels(surfels, sensor, grid)
+    H, W = grid.rows, grid.cols
+    if geom is None or geom.records.shape[0] == 0:
+        z = torch.zeros
+        color_acc, alpha, t_acc = z(H * W, C, device=dev), z(H * W, device=dev), z(H * W, device=dev)
+        normal_acc, median_t = z(H * W, 3, device=dev), z(H * W, device=dev)
+        if geom is not None:  # keep the graph connected so gradients are defined (zeros)
+            color_acc = color_acc + 0 * geom.features.sum()
+    else:
+        color_acc, alpha, t_acc, normal_acc, median_t = rasterize(grid, geom, sensor, backend)
+    hit = alpha > 0
+    safe_alpha = torch.where(hit, alpha, torch.ones_like(alpha))
+    t_mean = torch.where(hit, t_acc / safe_alpha, torch.zeros_like(t_acc))
+    nrm_len = normal_acc.norm(dim=-1, keepdim=True)
+    nrm_ok = hit[:, None] & (nrm_len > 1e-12)
+    normal = torch.where(nrm_ok, normal_acc / torch.where(nrm_ok, nrm_len, torch.ones_like(nrm_len)),
+                         torch.zeros_like(normal_acc))
+    if getattr(sensor, "kind", "camera") == "lidar":
+        return LidarOutput(range=t_mean.reshape(H, W), median_range=median_t.reshape(H, W),
+                           alpha=alpha.reshape(H, W), features=color_acc.reshape(H, W, C),
+                           normal=normal.reshape(H, W, 3))
+    scale = grid.depth_scale.to(dev)
+    color = color_acc + (1 - alpha)[:, None] * background
+    return CameraOutput(color=color.reshape(H, W, C), alpha=alpha.reshape(H, W),
+                        depth=(t_mean * scale).reshape(H, W), median_depth=(median_t * scale).reshape(H, W),
+                        normal=normal.reshape(H, W, 3))
+

@@ -1,0 +1,60 @@
+"""The native rasterizer op (gssim._C) with autograd attached."""
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+try:
+    from gssim import _C  # noqa: F401  (registers torch.ops.gssim)
+    NATIVE_ERROR = None
+except ImportError as err:  # the package was not built
+    NATIVE_ERROR = err
+
+
+def available() -> bool:
+    """True when the native extension is built and importable."""
+    return NATIVE_ERROR is None
+
+
+class _Rasterize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rays_o, rays_d, rows, cols, means, axis_u, axis_v, normals, opacities, features,
+                means2d, depth_keys, records, tile_h, tile_w, t_min, t_max):
+        args = (rays_o, rays_d, rows, cols, means, axis_u, axis_v, normals, opacities, features, means2d,
+                depth_keys, records, tile_h, tile_w, t_min, t_max)
+        color, alpha, t_acc, normal, median, tile_offsets, entries, last, median_pos = \
+            torch.ops.gssim.rasterize_fwd(*args)
+        ctx.scalars = (rows, cols, tile_h, tile_w, t_min, t_max)
+        ctx.save_for_backward(rays_o, rays_d, means, axis_u, axis_v, normals, opacities, features, means2d,
+                              depth_keys, records, tile_offsets, entries, alpha, last, median_pos)
+        return color, alpha, t_acc, normal, median
+
+    @staticmethod
+    def backward(ctx, g_color, g_alpha, g_t, g_normal, g_median):
+        (rays_o, rays_d, means, axis_u, axis_v, normals, opacities, features, means2d, depth_keys, records,
+         tile_offsets, entries, alpha, last, median_pos) = ctx.saved_tensors
+        rows, cols, tile_h, tile_w, t_min, t_max = ctx.scalars
+        grads = [g.contiguous() if g is not None else torch.zeros_like(ref)
+                 for g, ref in ((g_color, features.new_empty(rays_o.shape[0], features.shape[1])),
+                                (g_alpha, alpha), (g_t, alpha), (g_normal, rays_o), (g_median, alpha))]
+        d_means, d_u, d_v, d_n, d_o, d_f, d_m2 = torch.ops.gssim.rasterize_bwd(
+            rays_o, rays_d, rows, cols, means, axis_u, axis_v, normals, opacities, features, means2d,
+            depth_keys, records, tile_h, tile_w, t_min, t_max, tile_offsets, entries, alpha, last, median_pos,
+            *grads)
+        return (None, None, None, None, d_means, d_u, d_v, d_n, d_o, d_f, d_m2, None, None, None, None, None, None)
+
+
+def rasterize(rays_o: Tensor, rays_d: Tensor, rows: int, cols: int, means: Tensor, axis_u: Tensor,
+              axis_v: Tensor, normals: Tensor, opacities: Tensor, features: Tensor, means2d: Tensor,
+              depth_keys: Tensor, records: Tensor, tile_h: int, tile_w: int, t_min: float, t_max: float
+              ) -> tuple[Tensor, ...]:
+    """Native compositing with the signature and outputs of ``rasterize_reference``
+    (plus tile shape): color_acc (R, C), alpha (R,), t_acc (R,), normal_acc (R, 3), median_t (R,)."""
+    if NATIVE_ERROR is not None:
+        raise RuntimeError(f"gssim native extension is not built ({NATIVE_ERROR}); run "
+                           "`pip install --no-build-isolation -e .` or use backend='torch'")
+    c = lambda t: t.contiguous()  # noqa: E731
+    return _Rasterize.apply(c(rays_o), c(rays_d), int(rows), int(cols), c(means), c(axis_u), c(axis_v),
+                            c(normals), c(opacities), c(features), c(means2d), c(depth_keys), c(records),
+                            int(tile_h), int(tile_w), float(t_min), float(t_max))

@@ -1,0 +1,50 @@
+"""Build of gssim and its native extension gssim._C (CPU always; CUDA when available)."""
+import glob
+import os
+
+from setuptools import find_packages, setup
+from torch.utils import cpp_extension
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EXT = os.path.join("cuda_ext")
+
+# -O3 and what the compiler can vectorise for any x86-64; no -march=native in a shipped build.
+CXX_FLAGS = ["-O3", "-fopenmp", "-std=c++17", "-fno-math-errno", "-fno-trapping-math"]
+sources = [os.path.join(EXT, "bindings.cpp")] + sorted(glob.glob(os.path.join(EXT, "cpu", "*.cpp")))
+cuda_sources = sorted(glob.glob(os.path.join(EXT, "cuda", "*.cu")))
+include_dirs = [os.path.join(HERE, EXT, "include"), os.path.join(HERE, EXT)]
+
+import torch  # noqa: E402  (build-time dependency)
+
+with_cuda = bool(cuda_sources) and cpp_extension.CUDA_HOME is not None and torch.version.cuda is not None
+if with_cuda:
+    ext = cpp_extension.CUDAExtension(
+        "gssim._C", sources + cuda_sources, include_dirs=include_dirs, define_macros=[("GSSIM_WITH_CUDA", "1")],
+        extra_compile_args={"cxx": CXX_FLAGS, "nvcc": ["-O3", "--use_fast_math", "-std=c++17"]},
+        extra_link_args=["-fopenmp"])
+else:
+    ext = cpp_extension.CppExtension("gssim._C", sources, include_dirs=include_dirs,
+                                     extra_compile_args=CXX_FLAGS, extra_link_args=["-fopenmp"])
+
+setup(
+    name="gssim",
+    version="0.1.0",
+    description="Driving-scene sensor simulation with 2D Gaussian splatting",
+    packages=find_packages(include=["gssim", "gssim.*"]),
+    package_data={"gssim": ["sensors/*.json"]},
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",          # install the build you want first (CPU: torch==2.13.0)
+        "numpy>=1.26",
+        "pillow>=10",
+        "rich>=13",
+        "safetensors>=0.4",
+        "trimesh==5.2.0",
+        "open3d-cpu==0.20.0",
+        "scipy>=1.11",
+    ],
+    extras_require={"test": ["pytest>=8"]},
+    entry_points={"console_scripts": ["gssim=gssim.cli:main"]},
+    ext_modules=[ext],
+    cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
+)
