@@ -1,6 +1,8 @@
 """gssim: driving-scene sensor simulation with 2D Gaussian splatting."""
 from gssim.core.surfels import Surfels
-from gssim.sensors import FisheyeCamera, OpenCVCamera, PinholeCamera
+from gssim.render import CameraOutput, LidarOutput, render
+from gssim.sensors import FisheyeCamera, OpenCVCamera, PinholeCamera, SolidStateLidar, SpinningLidar
 
 __version__ = "0.1.0"
-__all__ = ["Surfels", "PinholeCamera", "OpenCVCamera", "FisheyeCamera", "__version__"]
+__all__ = ["Surfels", "render", "CameraOutput", "LidarOutput", "PinholeCamera", "OpenCVCamera",
+           "FisheyeCamera", "SpinningLidar", "SolidStateLidar", "__version__"]

@@ -40,6 +40,17 @@ inline TileCells tile_cells(int tile, TileGrid g) {
   return TileCells{y0, std::min(y0 + g.th, g.rows), x0, std::min(x0 + g.tw, g.cols)};
 }
 
+// True when every ray of the tile starts at the same point (an instant sensor).
+inline bool shared_origin(const float* rays_o, TileCells tc, TileGrid g) {
+  const float* o0 = rays_o + 3 * (static_cast<int64_t>(tc.y0) * g.cols + tc.x0);
+  for (int r = tc.y0; r < tc.y1; ++r)
+    for (int c = tc.x0; c < tc.x1; ++c) {
+      const float* o = rays_o + 3 * (static_cast<int64_t>(r) * g.cols + c);
+      if (o[0] != o0[0] || o[1] != o0[1] || o[2] != o0[2]) return false;
+    }
+  return true;
+}
+
 inline void atomic_add(float* dst, float v) {
 #pragma omp atomic
   *dst += v;
@@ -101,6 +112,8 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
       std::fill(mpos.begin(), mpos.begin() + n, -1);
       std::fill(done.begin(), done.begin() + n, 0);
       int active = n;
+      const bool shared = shared_origin(rays_o, tc, g);
+      const Vec3 o_tile = make_vec3(rays_o + 3 * (static_cast<int64_t>(tc.y0) * g.cols + tc.x0));
       const int64_t start = tile_offsets[tile], stop = tile_offsets[tile + 1];
       for (int64_t e = start; e < stop && active > 0; ++e) {
         const int32_t* rec = records + 6 * static_cast<int64_t>(entries[e]);
@@ -108,6 +121,8 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
         const int c0 = std::max(rec[3], tc.x0), c1 = std::min(rec[4], tc.x1 - 1);
         if (r0 > r1 || c0 > c1) continue;
         const SurfelGeom sg = load_surfel(s, rec);
+        const float rho_cut = rho_cutoff(sg.opacity);
+        const OriginTerms ot_tile = origin_terms(o_tile, sg);
         const float* feat = s.features + static_cast<int64_t>(rec[0]) * C;
         const int32_t pos = static_cast<int32_t>(e - start);
         for (int r = r0; r <= r1; ++r) {
@@ -116,8 +131,8 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
             if (done[k]) continue;
             const int64_t ray = static_cast<int64_t>(r) * g.cols + c;
             Hit h;
-            if (!eval_hit(make_vec3(rays_o + 3 * ray), make_vec3(rays_d + 3 * ray), c + 0.5f, r + 0.5f, sg,
-                          t_min, t_max, h))
+            const OriginTerms ot = shared ? ot_tile : origin_terms(make_vec3(rays_o + 3 * ray), sg);
+            if (!eval_hit(ot, make_vec3(rays_d + 3 * ray), c + 0.5f, r + 0.5f, sg, rho_cut, t_min, t_max, h))
               continue;
             const float next_T = T[k] * (1.0f - h.alpha);
             if (next_T <= T_MIN) {
@@ -190,12 +205,16 @@ void rasterize_backward(const float* rays_o, const float* rays_d, TileGrid g, Su
       std::fill(S_t.begin(), S_t.begin() + n, 0.0f);
       std::fill(S_n.begin(), S_n.begin() + 3 * n, 0.0f);
       const int64_t start = tile_offsets[tile];
+      const bool shared = shared_origin(rays_o, tc, g);
+      const Vec3 o_tile = make_vec3(rays_o + 3 * (static_cast<int64_t>(tc.y0) * g.cols + tc.x0));
       for (int32_t pos = max_last - 1; pos >= 0; --pos) {
         const int32_t* rec = records + 6 * static_cast<int64_t>(entries[start + pos]);
         const int r0 = std::max(rec[1], tc.y0), r1 = std::min(rec[2], tc.y1 - 1);
         const int c0 = std::max(rec[3], tc.x0), c1 = std::min(rec[4], tc.x1 - 1);
         if (r0 > r1 || c0 > c1) continue;
         const SurfelGeom sg = load_surfel(s, rec);
+        const float rho_cut = rho_cutoff(sg.opacity);
+        const OriginTerms ot_tile = origin_terms(o_tile, sg);
         const int64_t sid = rec[0];
         const float* feat = s.features + sid * C;
         GeomGrad gg{};
@@ -207,7 +226,8 @@ void rasterize_backward(const float* rays_o, const float* rays_d, TileGrid g, Su
             if (pos >= last[ray]) continue;
             const Vec3 d = make_vec3(rays_d + 3 * ray);
             Hit h;
-            if (!eval_hit(make_vec3(rays_o + 3 * ray), d, c + 0.5f, r + 0.5f, sg, t_min, t_max, h)) continue;
+            const OriginTerms ot = shared ? ot_tile : origin_terms(make_vec3(rays_o + 3 * ray), sg);
+            if (!eval_hit(ot, d, c + 0.5f, r + 0.5f, sg, rho_cut, t_min, t_max, h)) continue;
             const int k = (r - tc.y0) * w + (c - tc.x0);
             const float one_minus = 1.0f - h.alpha;
             const float T_i = T[k] / one_minus;

@@ -118,13 +118,26 @@ class PinholeCamera(Camera):
         return self._pixels(xd, yd), valid
 
     def support_param_box(self, corners, centre, radius):
-        z = corners[..., 2]
-        in_front = (z > 1e-9).all(-1)
-        empty = (z <= 0).all(-1)
-        zs = torch.where(z > 1e-9, z, torch.ones_like(z))
-        p = corners[..., :2] / zs[..., None]
-        box = torch.stack([p[..., 0].amin(-1), p[..., 0].amax(-1), p[..., 1].amin(-1), p[..., 1].amax(-1)], -1)
-        return box, empty, ~in_front & ~empty
+        # Rays hit only at t > t_min, i.e. at depth z > t_min * min(d_z): clip the support
+        # quad to that half-space (Sutherland-Hodgman), then bound its central projection.
+        zc = self.t_min * float(self._dirs[..., 2].min())
+        nxt = torch.roll(corners, -1, dims=1)
+        z0, z1 = corners[..., 2], nxt[..., 2]
+        inside = z0 >= zc
+        crossing = (z0 >= zc) != (z1 >= zc)
+        s = ((zc - z0) / torch.where(crossing, z1 - z0, torch.ones_like(z0))).clamp(0, 1)
+        cut = corners + s[..., None] * (nxt - corners)
+        pts = torch.cat([corners, cut], 1)                   # (N, 8, 3)
+        keep = torch.cat([inside, crossing], 1)
+        zs = pts[..., 2].clamp(min=zc)
+        p = pts[..., :2] / zs[..., None]
+        inf = torch.tensor(float("inf"), dtype=p.dtype)
+        lo = torch.where(keep[..., None], p, inf).amin(1)
+        hi = torch.where(keep[..., None], p, -inf).amax(1)
+        box = torch.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]], -1)
+        empty = ~keep.any(1)
+        box = torch.where(empty[:, None], torch.zeros_like(box), box)
+        return box, empty, torch.zeros_like(empty)
 
 
 class OpenCVCamera(PinholeCamera):

@@ -50,27 +50,53 @@ struct Hit {
   bool use3d, clamped;
 };
 
+// Terms of a surfel that depend on the ray origin only (shared by rays with one origin).
+struct OriginTerms {
+  Vec3 q;              // mean - origin
+  float qn, aq, bq;    // n.q, axis_u.q, axis_v.q
+};
+
+HOST_DEVICE inline OriginTerms origin_terms(Vec3 o, const SurfelGeom& s) {
+  OriginTerms ot;
+  ot.q = s.mean - o;
+  ot.qn = dot(s.normal, ot.q);
+  ot.aq = dot(s.axis_u, ot.q);
+  ot.bq = dot(s.axis_v, ot.q);
+  return ot;
+}
+
+// rho above which alpha < ALPHA_MIN for this opacity, with a margin so the cheap test
+// below never rejects what the exact test keeps.
+HOST_DEVICE inline float rho_cutoff(float opacity) {
+  return opacity > ALPHA_MIN ? 2.0f * logf(opacity / ALPHA_MIN) + 1e-3f : -1.0f;
+}
+
 // Ray o + t d against a surfel: exact ray-plane intersection (2DGS eq. 8-9) with the
 // screen-space low-pass filter, rho = min(u^2 + v^2, F |p - m2d|^2).  Returns false when
-// the surfel does not contribute (alpha < ALPHA_MIN or no valid intersection).
-HOST_DEVICE inline bool eval_hit(Vec3 o, Vec3 d, float px, float py, const SurfelGeom& s,
-                                 float t_min, float t_max, Hit& h) {
-  h.q = s.mean - o;
+// the surfel does not contribute (alpha < ALPHA_MIN or no valid intersection).  A
+// division- and exp-free test against rho_cut rejects most misses first.
+HOST_DEVICE inline bool eval_hit(const OriginTerms& ot, Vec3 d, float px, float py, const SurfelGeom& s,
+                                 float rho_cut, float t_min, float t_max, Hit& h) {
   h.dn = dot(s.normal, d);
-  const float qn = dot(s.normal, h.q);
-  const bool par = fabsf(h.dn) > EPS_DN;
-  h.t = qn / (par ? h.dn : 1.0f);
   h.ad = dot(s.axis_u, d);
   h.bd = dot(s.axis_v, d);
-  h.u = h.t * h.ad - dot(s.axis_u, h.q);
-  h.v = h.t * h.bd - dot(s.axis_v, h.q);
-  const float rho3d = h.u * h.u + h.v * h.v;
-  const bool valid3d = par && h.t > t_min && h.t < t_max;
-  const float tc = dot(h.q, d);
+  const float tc = dot(ot.q, d);
   h.dx = px - s.m2x;
   h.dy = py - s.m2y;
   const float rho2d = FILTER_INV_SQUARE * (h.dx * h.dx + h.dy * h.dy);
   const bool valid2d = tc > t_min && tc < t_max;
+  const bool par = fabsf(h.dn) > EPS_DN;
+  if (!(valid2d && rho2d <= rho_cut)) {
+    if (!par) return false;
+    const float un = ot.qn * h.ad - ot.aq * h.dn, vn = ot.qn * h.bd - ot.bq * h.dn;
+    if (un * un + vn * vn > rho_cut * h.dn * h.dn) return false;
+  }
+  h.q = ot.q;
+  h.t = ot.qn / (par ? h.dn : 1.0f);
+  h.u = h.t * h.ad - ot.aq;
+  h.v = h.t * h.bd - ot.bq;
+  const float rho3d = h.u * h.u + h.v * h.v;
+  const bool valid3d = par && h.t > t_min && h.t < t_max;
   if (!valid3d && !valid2d) return false;
   h.use3d = valid3d && (!valid2d || rho3d <= rho2d);
   const float rho = h.use3d ? rho3d : rho2d;
