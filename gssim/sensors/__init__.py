@@ -20,3 +20,6 @@ def camera_from_dict(d: dict) -> Camera:
 
 __all__ = ["Sensor", "Camera", "PinholeCamera", "OpenCVCamera", "FisheyeCamera", "camera_from_dict",
            "CAMERA_MODELS"]
+from gssim.sensors.lidar import LIDAR_MODELS, Lidar, SolidStateLidar, SpinningLidar, lidar_from_dict  # noqa: E402
+
+__all__ += ["Lidar", "SpinningLidar", "SolidStateLidar", "lidar_from_dict", "LIDAR_MODELS"]

@@ -1,0 +1,33 @@
+"""The `gssim` command: demo, synth, bench."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+from gssim import demo
+from gssim.bench import lidar as bench_lidar
+from gssim.bench import render as bench_render
+from gssim.synth import cli as synth_cli
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gssim", description="Driving-scene sensor simulation with 2D Gaussians")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo.add_parser(sub)
+    synth_cli.add_parser(sub)
+    bench = sub.add_parser("bench", help="benchmarks: throughput and ratio against a reference")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    bench_render.add_parser(bench_sub)
+    bench_lidar.add_parser(bench_sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    raise SystemExit(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    main()

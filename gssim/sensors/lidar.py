@@ -1,0 +1,592 @@
+"""LiDAR models as ray grids: a spinning LiDAR and a solid-state LiDAR.
+
+LiDAR frame: x forward, y left, z up.  Azimuth ``az = atan2(y, x)`` (counter-clockwise
+seen from above), elevation ``el = asin(z / |p|)``.  Rows are beams, columns azimuth
+cells; the reported depth is the range along the ray (``depth_scale`` is 1).
+
+Spinning LiDAR
+    Rows follow ``elevations_deg`` in the order given (presets list the top beam first).
+    Columns are in firing order: column j is fired at sweep fraction (j + 0.5) / A and
+    points at azimuth ``azimuth_start + sign * (j + 0.5) * resolution`` with sign -1 for
+    a clockwise rotation (seen from above).  The default start (180 deg, clockwise) puts
+    the azimuth seam behind the vehicle and straight ahead in the middle column, as in
+    common range-image layouts.  Binning happens in angle space: a surfel's support is
+    bounded by a spherical cap, which gives an elevation interval (beam indices) and an
+    azimuth interval (columns, split in two records at the seam).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from abc import abstractmethod
+from importlib import resources
+
+import torch
+
+from gssim.sensors.base import Sensor
+
+Tensor = torch.Tensor
+
+log = logging.getLogger(__name__)
+
+TWO_PI = 2.0 * math.pi
+# Angular slack (rad) added to the cap intervals so float rounding of the rays cannot
+# put a touched cell outside its record.
+_ANGLE_EPS = 1e-5
+
+
+def _check_range(name: str, min_range: float, max_range: float) -> tuple[float, float]:
+    min_range, max_range = float(min_range), float(max_range)
+    if not (math.isfinite(min_range) and min_range > 0):
+        raise ValueError(f"{name}: min_range must be a finite number > 0, got {min_range}")
+    if not max_range > min_range:
+        raise ValueError(f"{name}: max_range must be > min_range ({min_range}), got {max_range}")
+    return min_range, max_range
+
+
+def _spherical_dirs(az: Tensor, el: Tensor) -> Tensor:
+    """Unit vectors (..., 3) of azimuths and elevations (rad), LiDAR frame."""
+    ce = torch.cos(el)
+    return torch.stack([ce * torch.cos(az), ce * torch.sin(az), torch.sin(el)], -1)
+
+
+def _spherical_cap(centre: Tensor, radius: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Angular bounds of bounding spheres seen from the origin (float64).
+
+    centre: (N, 3), radius: (N,).  Returns dist (N,), azimuth (N,) and elevation (N,) of
+    the centre direction, the cap half-angle beta (N,), the azimuth half-width dphi (N,)
+    of the cap, ``inside`` (N,) (origin inside the sphere: every direction) and
+    ``around_pole`` (N,) (the cap holds a pole: every azimuth).
+    """
+    c = centre.double()
+    r = radius.double()
+    dist = c.norm(dim=-1)
+    inside = dist <= r * 1.0001 + 1e-9
+    beta = torch.asin((r / dist.clamp(min=1e-12)).clamp(max=1.0)) + _ANGLE_EPS
+    az = torch.atan2(c[:, 1], c[:, 0])
+    el = torch.asin((c[:, 2] / dist.clamp(min=1e-12)).clamp(-1.0, 1.0))
+    cos_el = torch.cos(el)
+    # Largest azimuth deviation on a cap of half-angle beta centred at elevation el.
+    ratio = torch.sin(beta) / cos_el.clamp(min=1e-12)
+    around_pole = inside | (el.abs() + beta >= math.pi / 2) | (ratio >= 1.0)
+    dphi = torch.asin(ratio.clamp(max=1.0)) + _ANGLE_EPS
+    return dist, az, el, beta, dphi, around_pole
+
+
+def _wrap_pi(a: Tensor) -> Tensor:
+    """Angles wrapped into [-pi, pi)."""
+    return torch.remainder(a + math.pi, TWO_PI) - math.pi
+
+
+def _angular_bounds(corners: Tensor, centre: Tensor, radius: Tensor) -> dict[str, Tensor]:
+    """Azimuth and elevation intervals of support rectangles seen from the origin (float64).
+
+    corners: (N, 4, 3) rectangle corners in cycle order; centre (N, 3) (a point of the
+    rectangle); radius (N,) of a bounding sphere about ``centre``.  The rectangle's
+    directions form a spherically convex region (edges are great-circle arcs), so its
+    azimuth extremes are corners (unless the z axis crosses it: every azimuth) and its
+    elevation extremes are corners, the highest/lowest point of an edge's great circle
+    when that lies on the edge, or a pole the region contains.  The result is
+    intersected with the bounding sphere's cap and widened by ``_ANGLE_EPS``.
+    Returns dist, az_c (centre azimuth), az_lo, az_hi (unwrapped around az_c), el_lo,
+    el_hi, whole_turn (every azimuth), inside (origin in the bounding sphere: every cell).
+    """
+    dist, az_c, el_c, beta, dphi, cap_pole = _spherical_cap(centre, radius)
+    inside = dist <= radius.double() * 1.0001 + 1e-9
+    P = corners.double()
+    Q = torch.roll(P, -1, dims=1)
+    # Does the z axis cross the rectangle?  (Its xy shadow contains the origin.)
+    cross_xy = P[..., 0] * Q[..., 1] - P[..., 1] * Q[..., 0]
+    on_axis = (cross_xy >= 0).all(-1) | (cross_xy <= 0).all(-1)
+    nrm = torch.linalg.cross(P[:, 1] - P[:, 0], P[:, 3] - P[:, 0])
+    nz = nrm[:, 2]
+    flat = nz.abs() <= 1e-12 * nrm.norm(dim=-1).clamp(min=1e-300)
+    z0 = (nrm * P[:, 0]).sum(-1) / torch.where(flat, torch.ones_like(nz), nz)
+    up = on_axis & (flat | (z0 >= 0))
+    down = on_axis & (flat | (z0 <= 0))
+    # Corners.
+    U = P / P.norm(dim=-1, keepdim=True).clamp(min=1e-300)
+    off = _wrap_pi(torch.atan2(P[..., 1], P[..., 0]) - az_c[:, None])
+    el_k = torch.asin(U[..., 2].clamp(-1.0, 1.0))
+    # Interior extremes of the edges' great-circle arcs.
+    V = torch.roll(U, -1, dims=1)
+    m = torch.linalg.cross(U, V)
+    mn = m.norm(dim=-1, keepdim=True)
+    n = m / mn.clamp(min=1e-300)
+    ez = torch.zeros_like(n)
+    ez[..., 2] = 1.0
+    h = ez - n[..., 2:3] * n
+    hn = h.norm(dim=-1, keepdim=True)
+    h = h / hn.clamp(min=1e-300)
+    arc = (mn[..., 0] > 1e-12) & (hn[..., 0] > 1e-12)
+
+    def on_arc(w: Tensor) -> Tensor:
+        return ((torch.linalg.cross(U, w) * n).sum(-1) >= 0) & ((torch.linalg.cross(w, V) * n).sum(-1) >= 0)
+
+    top = torch.where(arc & on_arc(h), torch.asin(h[..., 2].clamp(-1.0, 1.0)), torch.full_like(el_k, -math.inf))
+    bot = torch.where(arc & on_arc(-h), -torch.asin(h[..., 2].clamp(-1.0, 1.0)), torch.full_like(el_k, math.inf))
+    el_hi = el_k.amax(-1)
+    el_lo = torch.minimum(el_k.amin(-1), bot.amin(-1))
+    el_hi = torch.where(up, torch.full_like(el_hi, math.pi / 2), el_hi)
+    el_lo = torch.where(down, torch.full_like(el_lo, -math.pi / 2), el_lo)
+    # Intersect with the cap (both are conservative).
+    el_lo = torch.maximum(el_lo, el_c - beta) - _ANGLE_EPS
+    el_hi = torch.minimum(el_hi, el_c + beta) + _ANGLE_EPS
+    az_lo = torch.where(on_axis, az_c - dphi, torch.maximum(az_c + off.amin(-1), az_c - dphi)) - _ANGLE_EPS
+    az_hi = torch.where(on_axis, az_c + dphi, torch.minimum(az_c + off.amax(-1), az_c + dphi)) + _ANGLE_EPS
+    whole_turn = inside | (on_axis & cap_pole)
+    el_lo = torch.where(inside, torch.full_like(el_lo, -math.pi), el_lo)
+    el_hi = torch.where(inside, torch.full_like(el_hi, math.pi), el_hi)
+    return {"dist": dist, "az_c": az_c, "az_lo": az_lo, "az_hi": az_hi, "el_lo": el_lo, "el_hi": el_hi,
+            "whole_turn": whole_turn, "inside": inside}
+
+
+class Lidar(Sensor):
+    """Common part of the LiDAR models; use a subclass."""
+
+    kind = "lidar"
+    model: str = ""
+
+    def depth_scale(self) -> Tensor:
+        return torch.ones(self.rows, self.cols)
+
+    @property
+    @abstractmethod
+    def sweep_duration_s(self) -> float:
+        """Seconds from fraction 0 to fraction 1 of the cell times."""
+
+    def cell_times(self) -> Tensor:
+        """(B, A) float32 time offsets (s) of the cells from the start of the sweep."""
+        return self.cell_fractions() * float(self.sweep_duration_s)
+
+    def _range_empty(self, dist: Tensor, radius: Tensor) -> Tensor:
+        """(N,) True where a bounding sphere lies wholly outside [t_min, t_max] of range."""
+        r = radius.double()
+        return (dist + r < self.t_min) | (dist - r > self.t_max)
+
+
+class SpinningLidar(Lidar):
+    """Spinning LiDAR: B beams at fixed elevations, A azimuth cells over one revolution.
+
+    elevations_deg: (B,) beam elevations in degrees, any order (rows follow it; a
+        strictly monotone table gives the tightest binning and an exact low-pass filter
+        distance).
+    azimuth_resolution_deg: angle between columns; 360 / resolution must be an integer A.
+    min_range, max_range: metres; returns outside are ignored.
+    spin_hz: revolutions per second (one sweep = 1 / spin_hz seconds).
+    clockwise: rotation direction seen from above (z up).
+    azimuth_start_deg: azimuth where the sweep starts (the seam of the range image).
+    """
+
+    model = "spinning"
+    tile_shape = (8, 32)
+
+    def __init__(self, elevations_deg, azimuth_resolution_deg: float, min_range: float = 1.0,
+                 max_range: float = 120.0, spin_hz: float = 10.0, clockwise: bool = True,
+                 azimuth_start_deg: float = 180.0) -> None:
+        name = type(self).__name__
+        elev = torch.as_tensor(elevations_deg, dtype=torch.float64).reshape(-1)
+        if elev.numel() < 1:
+            raise ValueError(f"{name}: elevations_deg is empty; give one elevation per beam")
+        if not torch.isfinite(elev).all() or (elev.abs() >= 90).any():
+            raise ValueError(f"{name}: elevations_deg must be finite and inside (-90, 90), got {elev.tolist()}")
+        e_sorted, perm = torch.sort(elev)
+        if elev.numel() > 1 and (e_sorted[1:] - e_sorted[:-1]).min() <= 1e-9:
+            raise ValueError(f"{name}: elevations_deg has repeated values; each beam needs its own elevation")
+        res = float(azimuth_resolution_deg)
+        if not (math.isfinite(res) and 0 < res <= 360):
+            raise ValueError(f"{name}: azimuth_resolution_deg must be in (0, 360], got {azimuth_resolution_deg}")
+        cols = round(360.0 / res)
+        if abs(cols * res - 360.0) > 1e-6 * 360.0:
+            raise ValueError(f"{name}: azimuth_resolution_deg={res} does not divide 360 degrees into whole columns "
+                             f"(360/{res} = {360.0 / res:.6f}); use e.g. {360.0 / cols:.8g}")
+        spin_hz = float(spin_hz)
+        if not (math.isfinite(spin_hz) and spin_hz > 0):
+            raise ValueError(f"{name}: spin_hz must be > 0, got {spin_hz}")
+        if not math.isfinite(float(azimuth_start_deg)):
+            raise ValueError(f"{name}: azimuth_start_deg must be finite, got {azimuth_start_deg}")
+        self.min_range, self.max_range = _check_range(name, min_range, max_range)
+        self.t_min, self.t_max = self.min_range, self.max_range
+        self.elevations_deg = [float(e) for e in elev.tolist()]
+        self.azimuth_resolution_deg = res
+        self.spin_hz = spin_hz
+        self.clockwise = bool(clockwise)
+        self.azimuth_start_deg = float(azimuth_start_deg)
+        self.rows, self.cols = elev.numel(), cols
+
+        self._sign = -1.0 if self.clockwise else 1.0
+        self._res = TWO_PI / cols                       # exact column pitch (rad)
+        self._az0 = math.radians(self.azimuth_start_deg)
+        self._elev = torch.deg2rad(elev)                # (B,) row order
+        self._elev_sorted = torch.deg2rad(e_sorted)     # (B,) ascending
+        self._perm = perm                               # sorted index -> row
+        self._monotone = bool((perm == torch.arange(self.rows)).all() or
+                              (perm == torch.arange(self.rows - 1, -1, -1)).all())
+        if not self._monotone:
+            log.warning("%s: elevations_deg is not monotone; binning covers the row span of each elevation "
+                        "interval and the low-pass filter uses the nearest beam's row", name)
+        # Row span of every run of elevation-sorted beams: span_lo/hi[k0, k1] = min/max row of
+        # perm[k0..k1] (B x B, tiny), so an elevation interval maps to one contiguous row range.
+        p = perm.double()
+        span = p[None, :].expand(self.rows, self.rows)
+        upper = torch.triu(torch.ones(self.rows, self.rows, dtype=torch.bool))
+        self._span_lo = torch.cummin(torch.where(upper, span, torch.full_like(span, math.inf)), 1).values.long()
+        self._span_hi = torch.cummax(torch.where(upper, span, torch.full_like(span, -math.inf)), 1).values.long()
+        # Elevation spacing around each sorted beam (for the filter distance of unsorted tables
+        # and for extrapolating beyond the table ends).
+        if self.rows > 1:
+            gaps = self._elev_sorted[1:] - self._elev_sorted[:-1]
+            self._gap = torch.cat([gaps[:1], 0.5 * (gaps[1:] + gaps[:-1]), gaps[-1:]]) if self.rows > 2 else \
+                torch.cat([gaps, gaps])
+        else:
+            self._gap = torch.tensor([self._res], dtype=torch.float64)
+
+        j = torch.arange(cols, dtype=torch.float64) + 0.5
+        az = self._az0 + self._sign * j * self._res
+        el_grid, az_grid = torch.meshgrid(self._elev, az, indexing="ij")
+        self._dirs = _spherical_dirs(az_grid, el_grid)
+        self._finish_grid()
+
+    # --- construction helpers ------------------------------------------------------
+    @staticmethod
+    def preset_names() -> list[str]:
+        """Names of the bundled presets."""
+        return sorted(k for k in _load_presets() if not k.startswith("_"))
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> "SpinningLidar":
+        """A bundled unit ("vlp-32c", "hdl-64e", "vls-128"); keyword arguments override fields."""
+        presets = _load_presets()
+        key = name.lower()
+        if key.startswith("_") or key not in presets:
+            raise ValueError(f"SpinningLidar.preset: unknown preset {name!r}; expected one of "
+                             f"{SpinningLidar.preset_names()}")
+        kwargs = dict(presets[key])
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+    def __repr__(self) -> str:
+        return (f"SpinningLidar({self.rows} beams x {self.cols} columns, "
+                f"elevations {min(self.elevations_deg):g}..{max(self.elevations_deg):g} deg, "
+                f"azimuth_resolution_deg={self.azimuth_resolution_deg:g}, range {self.min_range:g}..{self.max_range:g} m, "
+                f"spin_hz={self.spin_hz:g}, {'clockwise' if self.clockwise else 'counter-clockwise'}, "
+                f"azimuth_start_deg={self.azimuth_start_deg:g})")
+
+    def to_dict(self) -> dict:
+        """The sensor entry of the log format (without its mounting pose)."""
+        return {"type": "lidar", "model": self.model, "elevations_deg": list(self.elevations_deg),
+                "azimuth_resolution_deg": self.azimuth_resolution_deg, "min_range": self.min_range,
+                "max_range": self.max_range, "spin_hz": self.spin_hz, "clockwise": self.clockwise,
+                "azimuth_start_deg": self.azimuth_start_deg}
+
+    # --- the contract ----------------------------------------------------------------
+    @property
+    def is_instant(self) -> bool:
+        return False
+
+    @property
+    def sweep_duration_s(self) -> float:
+        return 1.0 / self.spin_hz
+
+    def cell_fractions(self) -> Tensor:
+        """(B, A) float32: column j is fired at sweep fraction (j + 0.5) / A."""
+        cols = (torch.arange(self.cols, dtype=torch.float32) + 0.5) / self.cols
+        return cols[None, :].expand(self.rows, self.cols).contiguous()
+
+    def column_azimuths(self) -> Tensor:
+        """(A,) float64 azimuth (rad, in (-pi, pi]) of each column centre."""
+        j = torch.arange(self.cols, dtype=torch.float64) + 0.5
+        a = self._az0 + self._sign * j * self._res
+        return torch.atan2(torch.sin(a), torch.cos(a))
+
+    def _sweep_angle(self, az: Tensor) -> Tensor:
+        """Angle swept from the start to azimuth az, in [0, 2 pi) (rad)."""
+        return torch.remainder(self._sign * (az - self._az0), TWO_PI)
+
+    def param(self, dirs: Tensor) -> Tensor:
+        """(..., 2) = (sweep angle in [0, 2 pi), elevation) of directions (..., 3)."""
+        d = dirs.double()
+        az = torch.atan2(d[..., 1], d[..., 0])
+        el = torch.asin((d[..., 2] / d.norm(dim=-1).clamp(min=1e-300)).clamp(-1.0, 1.0))
+        return torch.stack([self._sweep_angle(az), el], -1)
+
+    def elevation_to_row(self, el: Tensor) -> Tensor:
+        """Continuous row coordinate (...) of elevations (..., rad); beam i sits at i + 0.5.
+
+        Monotone tables: piecewise-linear interpolation of the table (linear extrapolation
+        past its ends).  Unsorted tables: the nearest beam's row plus the offset in units of
+        the local beam spacing.  Differentiable in ``el``.
+        """
+        es = self._elev_sorted.to(el.device, el.dtype)
+        rows_sorted = (self._perm.to(el.device) + 0.5).to(el.dtype)
+        if self.rows == 1:
+            return rows_sorted[0] + (el - es[0]) / float(self._gap[0])
+        if self._monotone:
+            k = torch.searchsorted(es, el.detach().contiguous()).clamp(1, self.rows - 1)
+            e0, e1 = es[k - 1], es[k]
+            r0, r1 = rows_sorted[k - 1], rows_sorted[k]
+            return r0 + (el - e0) * (r1 - r0) / (e1 - e0)
+        k = torch.searchsorted(es, el.detach().contiguous()).clamp(1, self.rows - 1)
+        nearer_low = (el.detach() - es[k - 1]) < (es[k] - el.detach())
+        k = torch.where(nearer_low, k - 1, k)
+        return rows_sorted[k] + (el - es[k]) / self._gap.to(el.device, el.dtype)[k]
+
+    def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, 2) = (col, row) grid coordinates of sensor-frame points (N, 3), validity (N,).
+
+        col = sweep angle / pitch in [0, A), row from the elevation table.  Points on the
+        rotation axis (azimuth undefined) or at the origin are not valid.
+        """
+        x, y, z = points.unbind(-1)
+        rxy = torch.sqrt((x * x + y * y).clamp(min=1e-30))
+        valid = rxy > 1e-9 * (points.norm(dim=-1) + 1e-30)
+        az = torch.atan2(y, x)
+        el = torch.atan2(z, rxy)
+        col = self._sweep_angle(az) / self._res
+        return torch.stack([col, self.elevation_to_row(el)], -1), valid
+
+    def support_param_box(self, corners, centre, radius):
+        """Parameter boxes (sweep angle, elevation) of the bounding caps of supports.
+
+        Used by the generic binning only; ``footprints`` splits seam-straddling caps in two
+        instead of widening them to the full turn as this box must.
+        """
+        dist, az, el, beta, dphi, around_pole = _spherical_cap(centre, radius)
+        s = self._sweep_angle(az)
+        s0, s1 = s - dphi, s + dphi
+        whole_turn = around_pole | (s0 < 0) | (s1 >= TWO_PI)
+        s0 = torch.where(whole_turn, torch.zeros_like(s0), s0)
+        s1 = torch.where(whole_turn, torch.full_like(s1, TWO_PI), s1)
+        box = torch.stack([s0, s1, (el - beta).clamp(min=-math.pi / 2), (el + beta).clamp(max=math.pi / 2)], -1)
+        inside = dist <= radius.double() * 1.0001 + 1e-9
+        return box, self._range_empty(dist, radius) & ~inside, inside & ~self._range_empty(dist, radius)
+
+    def footprints(self, corners: Tensor, centre: Tensor, radius: Tensor,
+                   means2d: Tensor, valid2d: Tensor, filter_radius: Tensor) -> Tensor:
+        """Conservative cell boxes of surfels in angle space: records (F, 6) int32.
+
+        corners: (N, 4, 3) support rectangle corners (cycle order), centre (N, 3) and
+        radius (N,) its bounding sphere, sensor frame (the angular box is the exact one of
+        the rectangle, see ``_angular_bounds``);
+        means2d (N, 2) projected centres (col, row) with valid2d (N,) and filter_radius (N,)
+        (cells) the low-pass filter's disc.  A record is (surfel, r0, r1, c0, c1, column
+        shift).  The cap's azimuth interval (unwrapped around the projected centre, at most
+        one turn) is cut at the seam: the part past column A - 1 becomes a record on the
+        first columns with shift -A, the part before column 0 one on the last columns with
+        shift +A, so the filter distance ``px - (mx + shift)`` is measured on the same side.
+        A surfel never covers a cell twice.
+        """
+        n = centre.shape[0]
+        B, A = self.rows, self.cols
+        if n == 0:
+            return torch.zeros(0, 6, dtype=torch.int32)
+        rad = radius.detach().cpu()
+        bnd = _angular_bounds(corners.detach().cpu(), centre.detach().cpu(), rad)
+        inside = bnd["inside"]
+        cap_ok = ~self._range_empty(bnd["dist"], rad) | inside
+        m = means2d.detach().cpu().double()
+        mvalid = valid2d.detach().cpu().bool() & torch.isfinite(m).all(-1)
+        m = torch.where(mvalid[:, None], m, torch.zeros_like(m))
+        fr = filter_radius.detach().cpu().double()
+
+        # Rows: elevation interval -> sorted beams -> contiguous row span.
+        k0 = torch.searchsorted(self._elev_sorted, bnd["el_lo"].contiguous(), right=False)
+        k1 = torch.searchsorted(self._elev_sorted, bnd["el_hi"].contiguous(), right=True) - 1
+        has_rows = cap_ok & (k0 <= k1)
+        k0c, k1c = k0.clamp(0, B - 1), k1.clamp(0, B - 1)
+        r0 = torch.where(has_rows, self._span_lo[k0c, k1c], torch.full_like(k0, B))
+        r1 = torch.where(has_rows, self._span_hi[k0c, k1c], torch.full_like(k0, -1))
+
+        # Columns, unwrapped around the projected centre: cell j is covered when (j + 0.5)
+        # lies in [cc + o_lo, cc + o_hi] (cell units; sweep angle runs against the azimuth
+        # for a clockwise unit).
+        cc = self._sweep_angle(bnd["az_c"]) / self._res
+        cc = torch.where(mvalid, cc + A * torch.round((m[:, 0] - cc) / A), cc)
+        lo, hi = bnd["az_lo"] - bnd["az_c"], bnd["az_hi"] - bnd["az_c"]
+        o_lo, o_hi = (lo, hi) if self._sign > 0 else (-hi, -lo)
+        c0 = torch.ceil(cc + o_lo / self._res - 0.5)
+        c1 = torch.floor(cc + o_hi / self._res - 0.5)
+        has_cols = c0 <= c1
+        cap = has_rows & has_cols & cap_ok
+        whole_turn = bnd["whole_turn"] & cap
+
+        # Union with the low-pass filter disc (as in Sensor.footprints).
+        dr0 = torch.floor(m[:, 1] - fr - 0.5)
+        dr1 = torch.ceil(m[:, 1] + fr - 0.5)
+        dc0 = torch.floor(m[:, 0] - fr - 0.5)
+        dc1 = torch.ceil(m[:, 0] + fr - 0.5)
+        disc = mvalid & (dr1 >= 0) & (dr0 <= B - 1)
+        big = torch.full_like(c0, math.inf)
+        R0 = torch.minimum(torch.where(cap, r0.double(), big), torch.where(disc, dr0, big))
+        R1 = torch.maximum(torch.where(cap, r1.double(), -big), torch.where(disc, dr1, -big))
+        C0 = torch.minimum(torch.where(cap, c0, big), torch.where(disc, dc0, big))
+        C1 = torch.maximum(torch.where(cap, c1, -big), torch.where(disc, dc1, -big))
+        any_box = cap | disc
+        R0 = torch.where(any_box, R0, torch.zeros_like(R0)).clamp(0, B - 1).long()
+        R1 = torch.where(any_box, R1, torch.full_like(R1, -1.0)).clamp(-1, B - 1).long()
+        # At most one turn, centred on the centre column when it reaches all around.
+        centre_col = torch.where(mvalid, m[:, 0], cc)
+        turn0 = torch.floor(centre_col) - A // 2
+        wide = whole_turn | (C1 - C0 + 1 >= A)
+        C0 = torch.where(any_box, torch.where(wide, turn0, C0), torch.zeros_like(C0)).long()
+        C1 = torch.where(any_box, torch.where(wide, turn0 + A - 1, C1), torch.full_like(C1, -1.0)).long()
+
+        # Cut at the seam: main piece, wrapped low part (shift +A), wrapped high part (shift -A).
+        rows_ok = any_box & (R0 <= R1)
+        main = torch.stack([R0, R1, C0.clamp(min=0), C1.clamp(max=A - 1)], -1)
+        low = torch.stack([R0, R1, C0 + A, torch.full_like(C0, A - 1)], -1)
+        high = torch.stack([R0, R1, torch.zeros_like(C1), C1 - A], -1)
+        ok_main = rows_ok & (C0.clamp(min=0) <= C1.clamp(max=A - 1))
+        ok_low = rows_ok & (C0 < 0)
+        ok_high = rows_ok & (C1 > A - 1)
+        low[:, 2] = low[:, 2].clamp(min=0)
+        high[:, 3] = high[:, 3].clamp(max=A - 1)
+        idx = torch.arange(n)
+        shift = torch.stack([torch.zeros_like(idx), torch.full_like(idx, A), torch.full_like(idx, -A)], 1)
+        boxes = torch.stack([main, low, high], 1)               # (N, 3, 4)
+        ok = torch.stack([ok_main, ok_low, ok_high], 1)         # (N, 3)
+        rec = torch.cat([idx[:, None, None].expand(n, 3, 1), boxes, shift[..., None]], -1)
+        rec = rec[ok]
+        return rec.to(torch.int32).contiguous()
+
+
+class SolidStateLidar(Lidar):
+    """Solid-state LiDAR with a rectangular field of view on an angle grid.
+
+    horizontal_fov_deg, vertical_fov_deg: full field of view (each < 180), centred on +x.
+    horizontal_resolution_deg, vertical_resolution_deg: cell pitch; each FOV must hold a
+        whole number of cells.  Column 0 is the leftmost (largest azimuth), row 0 the top.
+    scan: "instant" (flash: every cell at one time), "columns" (scanned left to right over
+        one frame) or "rows" (top to bottom).
+    frame_hz: frames per second (a scanned frame lasts 1 / frame_hz seconds).
+    """
+
+    model = "solid_state"
+    tile_shape = (16, 16)
+    SCANS = ("instant", "columns", "rows")
+
+    def __init__(self, horizontal_fov_deg: float, vertical_fov_deg: float, horizontal_resolution_deg: float,
+                 vertical_resolution_deg: float, min_range: float = 0.5, max_range: float = 200.0,
+                 scan: str = "instant", frame_hz: float = 10.0) -> None:
+        name = type(self).__name__
+        cells = []
+        for key, fov, res in (("horizontal", horizontal_fov_deg, horizontal_resolution_deg),
+                              ("vertical", vertical_fov_deg, vertical_resolution_deg)):
+            fov, res = float(fov), float(res)
+            if not (math.isfinite(fov) and 0 < fov < 180):
+                raise ValueError(f"{name}: {key}_fov_deg must be in (0, 180), got {fov}")
+            if not (math.isfinite(res) and 0 < res <= fov):
+                raise ValueError(f"{name}: {key}_resolution_deg must be in (0, {key}_fov_deg], got {res}")
+            k = round(fov / res)
+            if abs(k * res - fov) > 1e-6 * fov:
+                raise ValueError(f"{name}: {key}_fov_deg={fov} is not a whole number of "
+                                 f"{key}_resolution_deg={res} cells ({fov / res:.6f})")
+            cells.append(k)
+        if scan not in self.SCANS:
+            raise ValueError(f"{name}: scan must be one of {self.SCANS}, got {scan!r}")
+        frame_hz = float(frame_hz)
+        if not (math.isfinite(frame_hz) and frame_hz > 0):
+            raise ValueError(f"{name}: frame_hz must be > 0, got {frame_hz}")
+        self.min_range, self.max_range = _check_range(name, min_range, max_range)
+        self.t_min, self.t_max = self.min_range, self.max_range
+        self.horizontal_fov_deg, self.vertical_fov_deg = float(horizontal_fov_deg), float(vertical_fov_deg)
+        self.horizontal_resolution_deg = float(horizontal_resolution_deg)
+        self.vertical_resolution_deg = float(vertical_resolution_deg)
+        self.scan, self.frame_hz = scan, frame_hz
+        self.cols, self.rows = cells
+        self._h_half, self._v_half = math.radians(self.horizontal_fov_deg) / 2, math.radians(self.vertical_fov_deg) / 2
+        self._h_res = 2 * self._h_half / self.cols
+        self._v_res = 2 * self._v_half / self.rows
+        j = torch.arange(self.cols, dtype=torch.float64) + 0.5
+        i = torch.arange(self.rows, dtype=torch.float64) + 0.5
+        el, az = torch.meshgrid(self._v_half - i * self._v_res, self._h_half - j * self._h_res, indexing="ij")
+        self._dirs = _spherical_dirs(az, el)
+        self._finish_grid()
+
+    def __repr__(self) -> str:
+        return (f"SolidStateLidar({self.rows}x{self.cols}, fov {self.horizontal_fov_deg:g}x{self.vertical_fov_deg:g} deg, "
+                f"range {self.min_range:g}..{self.max_range:g} m, scan={self.scan!r}, frame_hz={self.frame_hz:g})")
+
+    def to_dict(self) -> dict:
+        """The sensor entry of the log format (without its mounting pose)."""
+        return {"type": "lidar", "model": self.model, "horizontal_fov_deg": self.horizontal_fov_deg,
+                "vertical_fov_deg": self.vertical_fov_deg,
+                "horizontal_resolution_deg": self.horizontal_resolution_deg,
+                "vertical_resolution_deg": self.vertical_resolution_deg, "min_range": self.min_range,
+                "max_range": self.max_range, "scan": self.scan, "frame_hz": self.frame_hz}
+
+    @property
+    def is_instant(self) -> bool:
+        return self.scan == "instant"
+
+    @property
+    def sweep_duration_s(self) -> float:
+        return 0.0 if self.is_instant else 1.0 / self.frame_hz
+
+    def cell_fractions(self) -> Tensor:
+        if self.scan == "columns":
+            f = (torch.arange(self.cols, dtype=torch.float32) + 0.5) / self.cols
+            return f[None, :].expand(self.rows, self.cols).contiguous()
+        if self.scan == "rows":
+            f = (torch.arange(self.rows, dtype=torch.float32) + 0.5) / self.rows
+            return f[:, None].expand(self.rows, self.cols).contiguous()
+        return torch.zeros(self.rows, self.cols)
+
+    def param(self, dirs: Tensor) -> Tensor:
+        """(..., 2) = (-azimuth, -elevation): increasing with column and row."""
+        d = dirs.double()
+        az = torch.atan2(d[..., 1], d[..., 0])
+        el = torch.asin((d[..., 2] / d.norm(dim=-1).clamp(min=1e-300)).clamp(-1.0, 1.0))
+        return torch.stack([-az, -el], -1)
+
+    def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
+        """(N, 2) = (col, row) of sensor-frame points (N, 3); valid (N,) in the front half-space."""
+        x, y, z = points.unbind(-1)
+        rxy = torch.sqrt((x * x + y * y).clamp(min=1e-30))
+        az = torch.atan2(y, x)
+        el = torch.atan2(z, rxy)
+        valid = x > 1e-9 * (points.norm(dim=-1) + 1e-30)
+        col = (self._h_half - az) / self._h_res
+        row = (self._v_half - el) / self._v_res
+        return torch.stack([col, row], -1), valid
+
+    def support_param_box(self, corners, centre, radius):
+        """(-azimuth, -elevation) boxes of the supports' bounding caps.
+
+        With both FOVs under 180 degrees the grid lies within azimuth (-90, 90) deg, so a
+        cap interval reaching past +-180 deg only adds directions outside the grid.
+        """
+        dist, az, el, beta, dphi, around_pole = _spherical_cap(centre, radius)
+        inside = dist <= radius.double() * 1.0001 + 1e-9
+        a0 = torch.where(around_pole, torch.full_like(az, -2 * math.pi), az - dphi)
+        a1 = torch.where(around_pole, torch.full_like(az, 2 * math.pi), az + dphi)
+        box = torch.stack([-a1, -a0, -(el + beta).clamp(max=math.pi / 2), -(el - beta).clamp(min=-math.pi / 2)], -1)
+        empty = self._range_empty(dist, radius)
+        return box, empty & ~inside, inside & ~empty
+
+
+def _load_presets() -> dict:
+    text = resources.files("gssim.sensors").joinpath("lidar_presets.json").read_text()
+    return json.loads(text)
+
+
+LIDAR_MODELS = {"spinning": SpinningLidar, "solid_state": SolidStateLidar}
+
+
+def lidar_from_dict(d: dict) -> Lidar:
+    """Build a LiDAR from its log-format entry (keys of ``to_dict``)."""
+    model = d.get("model")
+    if model not in LIDAR_MODELS:
+        raise ValueError(f"lidar model {model!r} unknown; expected one of {sorted(LIDAR_MODELS)}")
+    if model == "spinning":
+        required = ("elevations_deg", "azimuth_resolution_deg")
+        optional = ("min_range", "max_range", "spin_hz", "clockwise", "azimuth_start_deg")
+    else:
+        required = ("horizontal_fov_deg", "vertical_fov_deg", "horizontal_resolution_deg", "vertical_resolution_deg")
+        optional = ("min_range", "max_range", "scan", "frame_hz")
+    missing = [k for k in required if k not in d]
+    if missing:
+        raise ValueError(f"lidar entry (model {model!r}) lacks {missing}")
+    kwargs = {k: d[k] for k in required + optional if k in d}
+    return LIDAR_MODELS[model](**kwargs)
