@@ -156,19 +156,24 @@ class OpenCVCamera(PinholeCamera):
 
     def _undistort(self, xd: Tensor, yd: Tensor) -> tuple[Tensor, Tensor]:
         """Newton iterations on the distortion map, float64; raises if it does not invert."""
+        k1, k2, p1, p2, k3 = self.distortion
         x, y = xd.clone(), yd.clone()
         for _ in range(50):
-            xv = x.detach().requires_grad_(True)
-            yv = y.detach().requires_grad_(True)
-            with torch.enable_grad():
-                fx_, fy_ = self._distort(xv, yv)
-                ex, ey = fx_ - xd, fy_ - yd
-                dxx, dxy = torch.autograd.grad(ex.sum(), (xv, yv), retain_graph=True)
-                dyx, dyy = torch.autograd.grad(ey.sum(), (xv, yv))
+            r2 = x * x + y * y
+            radial = 1 + r2 * (k1 + r2 * (k2 + r2 * k3))
+            dr = k1 + r2 * (2 * k2 + 3 * k3 * r2)          # d radial / d r2
+            fx_, fy_ = self._distort(x, y)
+            ex, ey = fx_ - xd, fy_ - yd
+            if float(torch.maximum(ex.abs(), ey.abs()).max()) < 1e-13:
+                break
+            dxx = radial + 2 * x * x * dr + 2 * p1 * y + 6 * p2 * x
+            dxy = 2 * x * y * dr + 2 * p1 * x + 2 * p2 * y
+            dyx = 2 * x * y * dr + 2 * p1 * x + 2 * p2 * y
+            dyy = radial + 2 * y * y * dr + 6 * p1 * y + 2 * p2 * x
             det = dxx * dyy - dxy * dyx
             det = torch.where(det.abs() < 1e-12, torch.full_like(det, 1e-12), det)
-            x = x - (dyy * ex.detach() - dxy * ey.detach()) / det
-            y = y - (-dyx * ex.detach() + dxx * ey.detach()) / det
+            x = x - (dyy * ex - dxy * ey) / det
+            y = y - (-dyx * ex + dxx * ey) / det
         rx, ry = self._distort(x, y)
         err = torch.maximum((rx - xd).abs(), (ry - yd).abs()).max()
         if not torch.isfinite(err) or err > 1e-9:
@@ -195,12 +200,14 @@ class FisheyeCamera(Camera):
     def _unproject(self, xd: Tensor, yd: Tensor) -> Tensor:
         rd = torch.sqrt(xd * xd + yd * yd)
         theta = rd.clone()
+        k1, k2, k3, k4 = self.distortion
         for _ in range(50):
-            tv = theta.detach().requires_grad_(True)
-            with torch.enable_grad():
-                err = self._theta_d(tv) - rd
-                (slope,) = torch.autograd.grad(err.sum(), tv)
-            theta = (theta - err.detach() / slope.clamp(min=1e-9)).clamp(0, math.pi)
+            t2 = theta * theta
+            err = self._theta_d(theta) - rd
+            if float(err.abs().max()) < 1e-13:
+                break
+            slope = 1 + t2 * (3 * k1 + t2 * (5 * k2 + t2 * (7 * k3 + t2 * 9 * k4)))
+            theta = (theta - err / slope.clamp(min=1e-9)).clamp(0, math.pi)
         resid = (self._theta_d(theta) - rd).abs().max()
         if not torch.isfinite(resid) or resid > 1e-9 or float(theta.max()) >= math.pi:
             raise ValueError(f"FisheyeCamera: distortion {self.distortion} is not invertible over the image "
