@@ -137,6 +137,23 @@ class PinholeCamera(Camera):
         box = torch.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]], -1)
         empty = ~keep.any(1)
         box = torch.where(empty[:, None], torch.zeros_like(box), box)
+        # Where the support ellipse lies wholly in front, its projection is a conic whose
+        # exact bounding box is tighter than the quad's: x0 is reached iff
+        # (a_x - x0 a_z)^2 + (b_x - x0 b_z)^2 >= (m_x - x0 m_z)^2 (a, b: the ellipse's axes).
+        a = (corners[:, 0] - corners[:, 3]) / 2
+        b = (corners[:, 0] - corners[:, 1]) / 2
+        m = centre
+        A = m[:, 2] ** 2 - a[:, 2] ** 2 - b[:, 2] ** 2
+        conic_ok = (A > 1e-9) & (m[:, 2] > 0) & ~empty
+        As = torch.where(conic_ok, A, torch.ones_like(A))
+        extents = []
+        for i in (0, 1):
+            B = m[:, i] * m[:, 2] - a[:, i] * a[:, 2] - b[:, i] * b[:, 2]
+            C = m[:, i] ** 2 - a[:, i] ** 2 - b[:, i] ** 2
+            root = torch.sqrt((B * B - As * C).clamp(min=0))
+            extents += [(B - root) / As, (B + root) / As]
+        conic = torch.stack(extents, -1)
+        box = torch.where(conic_ok[:, None], conic, box)
         return box, empty, torch.zeros_like(empty)
 
 
