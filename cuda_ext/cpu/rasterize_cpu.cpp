@@ -40,15 +40,43 @@ inline TileCells tile_cells(int tile, TileGrid g) {
   return TileCells{y0, std::min(y0 + g.th, g.rows), x0, std::min(x0 + g.tw, g.cols)};
 }
 
-// True when every ray of the tile starts at the same point (an instant sensor).
-inline bool shared_origin(const float* rays_o, TileCells tc, TileGrid g) {
-  const float* o0 = rays_o + 3 * (static_cast<int64_t>(tc.y0) * g.cols + tc.x0);
-  for (int r = tc.y0; r < tc.y1; ++r)
-    for (int c = tc.x0; c < tc.x1; ++c) {
-      const float* o = rays_o + 3 * (static_cast<int64_t>(r) * g.cols + c);
-      if (o[0] != o0[0] || o[1] != o0[1] || o[2] != o0[2]) return false;
-    }
-  return true;
+// Cells evaluated together: a row segment is widened to whole blocks of LANES cells so
+// the loop below runs as full vectors.
+constexpr int LANES = 8;
+
+// The rays of one tile, structure of arrays (index k = local row * width + local col).
+struct TileRays {
+  std::vector<float> ox, oy, oz, dx, dy, dz;
+  // Padded by LANES: a block at the end of the last row may read past it (ignored lanes).
+  explicit TileRays(int n) : ox(n + LANES), oy(n + LANES), oz(n + LANES), dx(n + LANES), dy(n + LANES), dz(n + LANES) {}
+  void load(const float* rays_o, const float* rays_d, TileCells tc, TileGrid g) {
+    for (int r = tc.y0; r < tc.y1; ++r)
+      for (int c = tc.x0; c < tc.x1; ++c) {
+        const int k = (r - tc.y0) * tc.width() + (c - tc.x0);
+        const int64_t ray = static_cast<int64_t>(r) * g.cols + c;
+        ox[k] = rays_o[3 * ray], oy[k] = rays_o[3 * ray + 1], oz[k] = rays_o[3 * ray + 2];
+        dx[k] = rays_d[3 * ray], dy[k] = rays_d[3 * ray + 1], dz[k] = rays_d[3 * ray + 2];
+      }
+  }
+};
+
+// One surfel against the cells of a tile row from index k0 (cell centre px0, py), in
+// blocks of LANES covering n cells: alpha (0: no contribution), t_hit and the normal's
+// facing sign per cell.  Vectorised over cells; cloned for AVX2 machines at run time.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) void eval_row(
+    const SurfelGeom sg, const TileRays& rays, int k0, int n, float px0, float py, float t_min, float t_max,
+    float* __restrict__ alpha, float* __restrict__ t_hit, float* __restrict__ sign) {
+  const int n_blocks = (n + LANES - 1) / LANES * LANES;
+  const float *ox = rays.ox.data() + k0, *oy = rays.oy.data() + k0, *oz = rays.oz.data() + k0;
+  const float *dx = rays.dx.data() + k0, *dy = rays.dy.data() + k0, *dz = rays.dz.data() + k0;
+  for (int l = 0; l < n_blocks; ++l) {
+    Hit h;
+    eval_hit(origin_terms(Vec3{ox[l], oy[l], oz[l]}, sg), Vec3{dx[l], dy[l], dz[l]}, px0 + l, py, sg, t_min,
+             t_max, h);
+    alpha[l] = h.alpha;
+    t_hit[l] = h.t_hit;
+    sign[l] = facing_sign(h);
+  }
 }
 
 inline void atomic_add(float* dst, float v) {
@@ -99,10 +127,13 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
     std::vector<float> T(n_max), acc_c(static_cast<size_t>(n_max) * C), acc_t(n_max), acc_n(3 * n_max), med(n_max);
     std::vector<int32_t> lst(n_max), mpos(n_max);
     std::vector<char> done(n_max);
+    std::vector<float> row_alpha(g.tw + LANES), row_t(g.tw + LANES), row_sign(g.tw + LANES);
+    TileRays rays(n_max);
 #pragma omp for schedule(dynamic, 1)
     for (int tile = 0; tile < g.num_tiles(); ++tile) {
       const TileCells tc = tile_cells(tile, g);
       const int n = tc.count(), w = tc.width();
+      rays.load(rays_o, rays_d, tc, g);
       std::fill(T.begin(), T.begin() + n, 1.0f);
       std::fill(acc_c.begin(), acc_c.begin() + static_cast<size_t>(n) * C, 0.0f);
       std::fill(acc_t.begin(), acc_t.begin() + n, 0.0f);
@@ -112,8 +143,6 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
       std::fill(mpos.begin(), mpos.begin() + n, -1);
       std::fill(done.begin(), done.begin() + n, 0);
       int active = n;
-      const bool shared = shared_origin(rays_o, tc, g);
-      const Vec3 o_tile = make_vec3(rays_o + 3 * (static_cast<int64_t>(tc.y0) * g.cols + tc.x0));
       const int64_t start = tile_offsets[tile], stop = tile_offsets[tile + 1];
       for (int64_t e = start; e < stop && active > 0; ++e) {
         const int32_t* rec = records + 6 * static_cast<int64_t>(entries[e]);
@@ -121,35 +150,34 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
         const int c0 = std::max(rec[3], tc.x0), c1 = std::min(rec[4], tc.x1 - 1);
         if (r0 > r1 || c0 > c1) continue;
         const SurfelGeom sg = load_surfel(s, rec);
-        const float rho_cut = rho_cutoff(sg.opacity);
-        const OriginTerms ot_tile = origin_terms(o_tile, sg);
         const float* feat = s.features + static_cast<int64_t>(rec[0]) * C;
         const int32_t pos = static_cast<int32_t>(e - start);
+        const int lc0 = (c0 - tc.x0) / LANES * LANES;  // first lane, block-aligned
+        const int l0 = c0 - tc.x0 - lc0, l1 = c1 - tc.x0 - lc0;
         for (int r = r0; r <= r1; ++r) {
-          for (int c = c0; c <= c1; ++c) {
-            const int k = (r - tc.y0) * w + (c - tc.x0);
-            if (done[k]) continue;
-            const int64_t ray = static_cast<int64_t>(r) * g.cols + c;
-            Hit h;
-            const OriginTerms ot = shared ? ot_tile : origin_terms(make_vec3(rays_o + 3 * ray), sg);
-            if (!eval_hit(ot, make_vec3(rays_d + 3 * ray), c + 0.5f, r + 0.5f, sg, rho_cut, t_min, t_max, h))
-              continue;
-            const float next_T = T[k] * (1.0f - h.alpha);
+          const int k0 = (r - tc.y0) * w + lc0;
+          eval_row(sg, rays, k0, l1 + 1, tc.x0 + lc0 + 0.5f, r + 0.5f, t_min, t_max, row_alpha.data(),
+                   row_t.data(), row_sign.data());
+          for (int l = l0; l <= l1; ++l) {
+            const int k = k0 + l;
+            const float a = row_alpha[l];
+            if (a == 0.0f || done[k]) continue;
+            const float next_T = T[k] * (1.0f - a);
             if (next_T <= T_MIN) {
               done[k] = 1;
               --active;
               continue;
             }
-            const float wgt = h.alpha * T[k];
+            const float wgt = a * T[k];
             float* ac = acc_c.data() + static_cast<size_t>(k) * C;
             for (int ch = 0; ch < C; ++ch) ac[ch] += wgt * feat[ch];
-            acc_t[k] += wgt * h.t_hit;
-            const float sw = wgt * facing_sign(h);
+            acc_t[k] += wgt * row_t[l];
+            const float sw = wgt * row_sign[l];
             acc_n[3 * k] += sw * sg.normal.x;
             acc_n[3 * k + 1] += sw * sg.normal.y;
             acc_n[3 * k + 2] += sw * sg.normal.z;
             if (T[k] > MEDIAN_T) {
-              med[k] = h.t_hit;
+              med[k] = row_t[l];
               mpos[k] = pos;
             }
             T[k] = next_T;
@@ -189,10 +217,13 @@ void rasterize_backward(const float* rays_o, const float* rays_d, TileGrid g, Su
     // the sums of what lies behind it.
     std::vector<float> T(n_max), S_c(static_cast<size_t>(n_max) * C), S_t(n_max), S_n(3 * n_max);
     std::vector<float> d_feat(C);
+    std::vector<float> row_alpha(g.tw + LANES), row_t(g.tw + LANES), row_sign(g.tw + LANES);
+    TileRays rays(n_max);
 #pragma omp for schedule(dynamic, 1)
     for (int tile = 0; tile < g.num_tiles(); ++tile) {
       const TileCells tc = tile_cells(tile, g);
       const int n = tc.count(), w = tc.width();
+      rays.load(rays_o, rays_d, tc, g);
       int max_last = 0;
       for (int r = tc.y0; r < tc.y1; ++r)
         for (int c = tc.x0; c < tc.x1; ++c) {
@@ -205,30 +236,31 @@ void rasterize_backward(const float* rays_o, const float* rays_d, TileGrid g, Su
       std::fill(S_t.begin(), S_t.begin() + n, 0.0f);
       std::fill(S_n.begin(), S_n.begin() + 3 * n, 0.0f);
       const int64_t start = tile_offsets[tile];
-      const bool shared = shared_origin(rays_o, tc, g);
-      const Vec3 o_tile = make_vec3(rays_o + 3 * (static_cast<int64_t>(tc.y0) * g.cols + tc.x0));
       for (int32_t pos = max_last - 1; pos >= 0; --pos) {
         const int32_t* rec = records + 6 * static_cast<int64_t>(entries[start + pos]);
         const int r0 = std::max(rec[1], tc.y0), r1 = std::min(rec[2], tc.y1 - 1);
         const int c0 = std::max(rec[3], tc.x0), c1 = std::min(rec[4], tc.x1 - 1);
         if (r0 > r1 || c0 > c1) continue;
         const SurfelGeom sg = load_surfel(s, rec);
-        const float rho_cut = rho_cutoff(sg.opacity);
-        const OriginTerms ot_tile = origin_terms(o_tile, sg);
         const int64_t sid = rec[0];
         const float* feat = s.features + sid * C;
         GeomGrad gg{};
         std::fill(d_feat.begin(), d_feat.end(), 0.0f);
         bool touched = false;
+        const int lc0 = (c0 - tc.x0) / LANES * LANES;
         for (int r = r0; r <= r1; ++r) {
+          const int k0 = (r - tc.y0) * w + lc0;
+          eval_row(sg, rays, k0, c1 - tc.x0 - lc0 + 1, tc.x0 + lc0 + 0.5f, r + 0.5f, t_min, t_max,
+                   row_alpha.data(), row_t.data(), row_sign.data());
           for (int c = c0; c <= c1; ++c) {
             const int64_t ray = static_cast<int64_t>(r) * g.cols + c;
-            if (pos >= last[ray]) continue;
-            const Vec3 d = make_vec3(rays_d + 3 * ray);
+            const int l = c - tc.x0 - lc0;
+            if (row_alpha[l] == 0.0f || pos >= last[ray]) continue;
+            const int k = k0 + l;
+            const Vec3 d{rays.dx[k], rays.dy[k], rays.dz[k]};
             Hit h;
-            const OriginTerms ot = shared ? ot_tile : origin_terms(make_vec3(rays_o + 3 * ray), sg);
-            if (!eval_hit(ot, d, c + 0.5f, r + 0.5f, sg, rho_cut, t_min, t_max, h)) continue;
-            const int k = (r - tc.y0) * w + (c - tc.x0);
+            eval_hit(origin_terms(Vec3{rays.ox[k], rays.oy[k], rays.oz[k]}, sg), d, c + 0.5f, r + 0.5f, sg, t_min,
+                     t_max, h);
             const float one_minus = 1.0f - h.alpha;
             const float T_i = T[k] / one_minus;
             const float wgt = h.alpha * T_i;

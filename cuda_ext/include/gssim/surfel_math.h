@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
 
 #if defined(__CUDACC__)
 #define HOST_DEVICE __host__ __device__
@@ -65,18 +66,37 @@ HOST_DEVICE inline OriginTerms origin_terms(Vec3 o, const SurfelGeom& s) {
   return ot;
 }
 
-// rho above which alpha < ALPHA_MIN for this opacity, with a margin so the cheap test
-// below never rejects what the exact test keeps.
-HOST_DEVICE inline float rho_cutoff(float opacity) {
-  return opacity > ALPHA_MIN ? 2.0f * logf(opacity / ALPHA_MIN) + 1e-3f : -1.0f;
+// e^x for x <= 0 (Cody-Waite range reduction, Cephes polynomial; relative error < 2e-7).
+// Branch-free, so loops over rays that call it vectorise.
+HOST_DEVICE inline float exp_neg(float x) {
+  x = x > -87.0f ? x : -87.0f;
+  // n = nearest integer to x / ln 2 (x <= 0, so truncating y - 0.5 rounds)
+  const int32_t ni = static_cast<int32_t>(x * 1.44269504088896341f - 0.5f);
+  const float n = static_cast<float>(ni);
+  float r = x - n * 0.693359375f;
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const uint32_t bits = static_cast<uint32_t>(ni + 127) << 23;
+#if defined(__CUDA_ARCH__)
+  return p * __int_as_float(bits);
+#else
+  return p * __builtin_bit_cast(float, bits);
+#endif
 }
 
 // Ray o + t d against a surfel: exact ray-plane intersection (2DGS eq. 8-9) with the
-// screen-space low-pass filter, rho = min(u^2 + v^2, F |p - m2d|^2).  Returns false when
-// the surfel does not contribute (alpha < ALPHA_MIN or no valid intersection).  A
-// division- and exp-free test against rho_cut rejects most misses first.
+// screen-space low-pass filter, rho = min(u^2 + v^2, F |p - m2d|^2).  Fills every field
+// of h; h.alpha is 0 when the surfel does not contribute (alpha < ALPHA_MIN or no valid
+// intersection).  Branch-free: selects, no early returns.
 HOST_DEVICE inline bool eval_hit(const OriginTerms& ot, Vec3 d, float px, float py, const SurfelGeom& s,
-                                 float rho_cut, float t_min, float t_max, Hit& h) {
+                                 float t_min, float t_max, Hit& h) {
+  h.q = ot.q;
   h.dn = dot(s.normal, d);
   h.ad = dot(s.axis_u, d);
   h.bd = dot(s.axis_v, d);
@@ -84,30 +104,26 @@ HOST_DEVICE inline bool eval_hit(const OriginTerms& ot, Vec3 d, float px, float 
   h.dx = px - s.m2x;
   h.dy = py - s.m2y;
   const float rho2d = FILTER_INV_SQUARE * (h.dx * h.dx + h.dy * h.dy);
-  const bool valid2d = tc > t_min && tc < t_max;
   const bool par = fabsf(h.dn) > EPS_DN;
-  if (!(valid2d && rho2d <= rho_cut)) {
-    if (!par) return false;
-    const float un = ot.qn * h.ad - ot.aq * h.dn, vn = ot.qn * h.bd - ot.bq * h.dn;
-    if (un * un + vn * vn > rho_cut * h.dn * h.dn) return false;
-  }
-  h.q = ot.q;
   h.t = ot.qn / (par ? h.dn : 1.0f);
   h.u = h.t * h.ad - ot.aq;
   h.v = h.t * h.bd - ot.bq;
   const float rho3d = h.u * h.u + h.v * h.v;
-  const bool valid3d = par && h.t > t_min && h.t < t_max;
-  if (!valid3d && !valid2d) return false;
-  h.use3d = valid3d && (!valid2d || rho3d <= rho2d);
-  const float rho = h.use3d ? rho3d : rho2d;
-  h.G = expf(-0.5f * rho);
-  float a = s.opacity * h.G;
-  h.clamped = a > ALPHA_MAX;
-  if (h.clamped) a = ALPHA_MAX;
-  if (a < ALPHA_MIN) return false;
-  h.alpha = a;
-  h.t_hit = h.use3d ? h.t : tc;
-  return true;
+  // An invalid branch (plane parallel to the ray, or out of [t_min, t_max]) gets rho = NO_HIT.
+  constexpr float NO_HIT = 1e30f;
+  const float rho2d_v = ((tc > t_min) & (tc < t_max)) ? rho2d : NO_HIT;
+  const float rho3d_v = (par & (h.t > t_min) & (h.t < t_max)) ? rho3d : NO_HIT;
+  const bool use3d = rho3d_v <= rho2d_v;  // both invalid: rho = NO_HIT, alpha = 0
+  const float rho = use3d ? rho3d_v : rho2d_v;
+  h.G = exp_neg(-0.5f * rho);
+  const float a = s.opacity * h.G;
+  const bool clamped = a > ALPHA_MAX;
+  const float a_c = clamped ? ALPHA_MAX : a;
+  h.alpha = a_c >= ALPHA_MIN ? a_c : 0.0f;
+  h.t_hit = use3d ? h.t : tc;
+  h.use3d = use3d;
+  h.clamped = clamped;
+  return h.alpha > 0.0f;
 }
 
 // Sign making the surfel normal face the ray (n . d < 0).
