@@ -61,3 +61,28 @@ def test_config_errors_name_the_key(tiny_preset):
         config_from_dict(bad)
     with pytest.raises(FileNotFoundError, match="built-in presets are"):
         load_preset("tiny-nonexistent")
+
+
+def test_cli_writes_a_log_from_a_preset_file(tmp_path, tiny_preset):
+    import argparse
+    import json
+
+    from gssim.data import load_log
+    from gssim.synth.cli import add_parser
+
+    preset = tmp_path / "tiny.json"
+    tiny_preset["trajectory"]["frames"] = 2
+    tiny_preset["lidar"] = None
+    preset.write_text(json.dumps(tiny_preset))
+    parser = argparse.ArgumentParser(prog="gssim")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["synth", "--preset", str(preset), "--quiet", "--shift-lateral", "1.5",
+                              str(tmp_path / "out")])
+    assert args.func(args) == 0
+    log = load_log(tmp_path / "out")
+    assert len(log.frames) == 2 and log.name == "tiny-shift+1.5"
+    assert (tmp_path / "out" / "contact_sheet.png").is_file()
+    # A second run into the same folder refuses without --overwrite.
+    assert args.func(args) == 2
+    bad = parser.parse_args(["synth", "--preset", "nope", str(tmp_path / "x")])
+    assert bad.func(bad) == 2
