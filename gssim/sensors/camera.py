@@ -118,8 +118,32 @@ class PinholeCamera(Camera):
         return self._pixels(xd, yd), valid
 
     def support_param_box(self, corners, centre, radius):
-        # Rays hit only at t > t_min, i.e. at depth z > t_min * min(d_z): clip the support
-        # quad to that half-space (Sutherland-Hodgman), then bound its central projection.
+        # Where the support ellipse lies wholly in front, its projection is a conic with an
+        # exact bounding box: x0 is reached iff (a_x - x0 a_z)^2 + (b_x - x0 b_z)^2 >=
+        # (m_x - x0 m_z)^2 (m: centre, a, b: the ellipse's semi-axes).
+        a = (corners[:, 0] - corners[:, 3]) / 2
+        b = (corners[:, 0] - corners[:, 1]) / 2
+        m = centre
+        A = m[:, 2] ** 2 - a[:, 2] ** 2 - b[:, 2] ** 2
+        conic_ok = (A > 1e-9) & (m[:, 2] > 0)
+        As = torch.where(conic_ok, A, torch.ones_like(A))
+        extents = []
+        for i in (0, 1):
+            B = m[:, i] * m[:, 2] - a[:, i] * a[:, 2] - b[:, i] * b[:, 2]
+            C = m[:, i] ** 2 - a[:, i] ** 2 - b[:, i] ** 2
+            root = torch.sqrt((B * B - As * C).clamp(min=0))
+            extents += [(B - root) / As, (B + root) / As]
+        box = torch.stack(extents, -1)
+        empty = torch.zeros_like(conic_ok)
+        rest = (~conic_ok).nonzero()[:, 0]
+        if len(rest):
+            box[rest], empty[rest] = self._clipped_quad_box(corners[rest])
+        return box, empty, torch.zeros_like(empty)
+
+    def _clipped_quad_box(self, corners: Tensor) -> tuple[Tensor, Tensor]:
+        """Parameter box of support quads crossing the camera plane: rays hit only at
+        t > t_min, i.e. depth z > t_min * min(d_z), so clip the quad to that half-space
+        (Sutherland-Hodgman) and bound the central projection of what is left."""
         zc = self.t_min * float(self._dirs[..., 2].min())
         nxt = torch.roll(corners, -1, dims=1)
         z0, z1 = corners[..., 2], nxt[..., 2]
@@ -136,25 +160,7 @@ class PinholeCamera(Camera):
         hi = torch.where(keep[..., None], p, -inf).amax(1)
         box = torch.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]], -1)
         empty = ~keep.any(1)
-        box = torch.where(empty[:, None], torch.zeros_like(box), box)
-        # Where the support ellipse lies wholly in front, its projection is a conic whose
-        # exact bounding box is tighter than the quad's: x0 is reached iff
-        # (a_x - x0 a_z)^2 + (b_x - x0 b_z)^2 >= (m_x - x0 m_z)^2 (a, b: the ellipse's axes).
-        a = (corners[:, 0] - corners[:, 3]) / 2
-        b = (corners[:, 0] - corners[:, 1]) / 2
-        m = centre
-        A = m[:, 2] ** 2 - a[:, 2] ** 2 - b[:, 2] ** 2
-        conic_ok = (A > 1e-9) & (m[:, 2] > 0) & ~empty
-        As = torch.where(conic_ok, A, torch.ones_like(A))
-        extents = []
-        for i in (0, 1):
-            B = m[:, i] * m[:, 2] - a[:, i] * a[:, 2] - b[:, i] * b[:, 2]
-            C = m[:, i] ** 2 - a[:, i] ** 2 - b[:, i] ** 2
-            root = torch.sqrt((B * B - As * C).clamp(min=0))
-            extents += [(B - root) / As, (B + root) / As]
-        conic = torch.stack(extents, -1)
-        box = torch.where(conic_ok[:, None], conic, box)
-        return box, empty, torch.zeros_like(empty)
+        return torch.where(empty[:, None], torch.zeros_like(box), box), empty
 
 
 class OpenCVCamera(PinholeCamera):
