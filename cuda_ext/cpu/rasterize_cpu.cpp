@@ -127,6 +127,7 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
     std::vector<float> T(n_max), acc_c(static_cast<size_t>(n_max) * C), acc_t(n_max), acc_n(3 * n_max), med(n_max);
     std::vector<int32_t> lst(n_max), mpos(n_max);
     std::vector<char> done(n_max);
+    std::vector<int> row_active(g.th);  // cells of each tile row still compositing
     std::vector<float> row_alpha(g.tw + LANES), row_t(g.tw + LANES), row_sign(g.tw + LANES);
     TileRays rays(n_max);
 #pragma omp for schedule(dynamic, 1)
@@ -134,6 +135,7 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
       const TileCells tc = tile_cells(tile, g);
       const int n = tc.count(), w = tc.width();
       rays.load(rays_o, rays_d, tc, g);
+      std::fill(row_active.begin(), row_active.begin() + (tc.y1 - tc.y0), w);
       std::fill(T.begin(), T.begin() + n, 1.0f);
       std::fill(acc_c.begin(), acc_c.begin() + static_cast<size_t>(n) * C, 0.0f);
       std::fill(acc_t.begin(), acc_t.begin() + n, 0.0f);
@@ -155,6 +157,7 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
         const int lc0 = (c0 - tc.x0) / LANES * LANES;  // first lane, block-aligned
         const int l0 = c0 - tc.x0 - lc0, l1 = c1 - tc.x0 - lc0;
         for (int r = r0; r <= r1; ++r) {
+          if (row_active[r - tc.y0] == 0) continue;
           const int k0 = (r - tc.y0) * w + lc0;
           eval_row(sg, rays, k0, l1 + 1, tc.x0 + lc0 + 0.5f, r + 0.5f, t_min, t_max, row_alpha.data(),
                    row_t.data(), row_sign.data());
@@ -166,6 +169,7 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
             if (next_T <= T_MIN) {
               done[k] = 1;
               --active;
+              --row_active[r - tc.y0];
               continue;
             }
             const float wgt = a * T[k];

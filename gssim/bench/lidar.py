@@ -76,6 +76,25 @@ def time_forward(surfels: Surfels, lidar, T, backend: str, repeats: int) -> Timi
     return Timing(sec, lidar.rows * lidar.cols)
 
 
+def time_forward_split(surfels: Surfels, lidar, T, repeats: int) -> tuple[float, float, int]:
+    """Median seconds of the forward's two halves on the native backend: preparation
+    (surfel geometry, projection, footprint binning; Python/torch) and compositing (native
+    op); and the number of footprint records."""
+    from gssim.render.api import rasterize
+    from gssim.render.pipeline import build_rays, prepare_surfels
+    prep, comp = [], []
+    with torch.no_grad():
+        grid = build_rays(lidar, T)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            geom = prepare_surfels(surfels, lidar, grid)
+            t1 = time.perf_counter()
+            rasterize(grid, geom, lidar, "cpu")
+            comp.append(time.perf_counter() - t1)
+            prep.append(t1 - t0)
+    return statistics.median(prep), statistics.median(comp), int(geom.records.shape[0])
+
+
 def time_backward(surfels: Surfels, lidar, T, backend: str, repeats: int) -> Timing:
     """Median time of the backward pass alone (forward run outside the clock)."""
     params = [getattr(surfels, f).detach().clone().requires_grad_(True)
@@ -158,6 +177,11 @@ def run(n_surfels: int = 200_000, seed: int = 0, sweeps: tuple[str, ...] = ("128
             row["backward"] = bwd
             line += f", backward {bwd.mrays:.2f} Mrays/s ({bwd.seconds * 1e3:.1f} ms)"
         report(line)
+        prep, comp, n_rec = time_forward_split(surfels, lidar, T, repeats)
+        row["split"] = (prep, comp, n_rec)
+        report(f"{name} sweep: forward split: preparation {prep * 1e3:.1f} ms (geometry, projection, binning of "
+               f"{n_rec} footprint records), native compositing {comp * 1e3:.1f} ms "
+               f"({lidar.rows * lidar.cols / comp / 1e6:.2f} Mrays/s)")
         if open3d:
             o3, build, hit = time_open3d(surfels, lidar, T, repeats)
             row["open3d"] = o3

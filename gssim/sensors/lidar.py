@@ -10,9 +10,11 @@ Spinning LiDAR
     points at azimuth ``azimuth_start + sign * (j + 0.5) * resolution`` with sign -1 for
     a clockwise rotation (seen from above).  The default start (180 deg, clockwise) puts
     the azimuth seam behind the vehicle and straight ahead in the middle column, as in
-    common range-image layouts.  Binning happens in angle space: a surfel's support is
-    bounded by a spherical cap, which gives an elevation interval (beam indices) and an
-    azimuth interval (columns, split in two records at the seam).
+    common range-image layouts.  Binning happens in angle space: the exact azimuth and
+    elevation extent of a surfel's support rectangle (within its bounding sphere's cap)
+    gives an elevation interval (beam indices, contiguous rows) and an azimuth interval
+    (columns, split in two records at the seam).  ``footprints(..., motion=...)`` widens
+    the caps by a sweep's translation and rotation so one call bins a moving sweep.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ Tensor = torch.Tensor
 log = logging.getLogger(__name__)
 
 TWO_PI = 2.0 * math.pi
-# Angular slack (rad) added to the cap intervals so float rounding of the rays cannot
+# Angular slack (rad) added to the angular intervals so float rounding of the rays cannot
 # put a touched cell outside its record.
 _ANGLE_EPS = 1e-5
 
@@ -109,24 +111,22 @@ def _angular_bounds(corners: Tensor, centre: Tensor, radius: Tensor) -> dict[str
     U = P / P.norm(dim=-1, keepdim=True).clamp(min=1e-300)
     off = _wrap_pi(torch.atan2(P[..., 1], P[..., 0]) - az_c[:, None])
     el_k = torch.asin(U[..., 2].clamp(-1.0, 1.0))
-    # Interior extremes of the edges' great-circle arcs.
+    # Interior extremes of the edges' great-circle arcs p -> q: z rises into the arc from
+    # both ends (tangents t_p = q - (p.q) p, t_q = p - (p.q) q) iff the arc holds its great
+    # circle's highest point, of height sqrt(1 - n_z^2) with n = p x q / |p x q|.
     V = torch.roll(U, -1, dims=1)
-    m = torch.linalg.cross(U, V)
-    mn = m.norm(dim=-1, keepdim=True)
-    n = m / mn.clamp(min=1e-300)
-    ez = torch.zeros_like(n)
-    ez[..., 2] = 1.0
-    h = ez - n[..., 2:3] * n
-    hn = h.norm(dim=-1, keepdim=True)
-    h = h / hn.clamp(min=1e-300)
-    arc = (mn[..., 0] > 1e-12) & (hn[..., 0] > 1e-12)
-
-    def on_arc(w: Tensor) -> Tensor:
-        return ((torch.linalg.cross(U, w) * n).sum(-1) >= 0) & ((torch.linalg.cross(w, V) * n).sum(-1) >= 0)
-
-    top = torch.where(arc & on_arc(h), torch.asin(h[..., 2].clamp(-1.0, 1.0)), torch.full_like(el_k, -math.inf))
-    bot = torch.where(arc & on_arc(-h), -torch.asin(h[..., 2].clamp(-1.0, 1.0)), torch.full_like(el_k, math.inf))
-    el_hi = el_k.amax(-1)
+    px, py, pz = U.unbind(-1)
+    qx, qy, qz = V.unbind(-1)
+    c = px * qx + py * qy + pz * qz
+    tp, tq = qz - c * pz, pz - c * qz
+    mz = px * qy - py * qx
+    sin2 = (1 - c * c).clamp(min=1e-300)
+    z_top = torch.sqrt((1 - mz * mz / sin2).clamp(0.0, 1.0))
+    el_top = torch.asin(z_top)
+    arc = sin2 > 1e-20
+    top = torch.where(arc & (tp > 0) & (tq > 0), el_top, torch.full_like(el_k, -math.inf))
+    bot = torch.where(arc & (tp < 0) & (tq < 0), -el_top, torch.full_like(el_k, math.inf))
+    el_hi = torch.maximum(el_k.amax(-1), top.amax(-1))
     el_lo = torch.minimum(el_k.amin(-1), bot.amin(-1))
     el_hi = torch.where(up, torch.full_like(el_hi, math.pi / 2), el_hi)
     el_lo = torch.where(down, torch.full_like(el_lo, -math.pi / 2), el_lo)
@@ -140,6 +140,28 @@ def _angular_bounds(corners: Tensor, centre: Tensor, radius: Tensor) -> dict[str
     el_hi = torch.where(inside, torch.full_like(el_hi, math.pi), el_hi)
     return {"dist": dist, "az_c": az_c, "az_lo": az_lo, "az_hi": az_hi, "el_lo": el_lo, "el_hi": el_hi,
             "whole_turn": whole_turn, "inside": inside}
+
+
+def _moving_cap_bounds(centre: Tensor, radius: Tensor, translation: float, rotation: float) -> dict[str, Tensor]:
+    """Angular bounds of bounding spheres over a sensor motion (float64), as ``_angular_bounds``.
+
+    The sensor moves by at most ``translation`` metres and turns by at most ``rotation``
+    radians from the pose the inputs are expressed in.  Seen from any pose of the motion,
+    the sphere lies in the sphere of radius ``radius + translation`` about the rotated
+    centre, whose directions lie in the cap of half-angle asin(r' / d) + rotation about the
+    centre's direction here.
+    """
+    r = radius.double() + float(translation)
+    dist, az_c, el_c, beta, dphi, pole = _spherical_cap(centre, r)
+    beta = beta + float(rotation)
+    inside = dist <= r * 1.0001 + 1e-9
+    ratio = torch.sin(beta.clamp(max=math.pi / 2)) / torch.cos(el_c).clamp(min=1e-12)
+    whole_turn = inside | (el_c.abs() + beta >= math.pi / 2) | (ratio >= 1.0)
+    dphi = torch.asin(ratio.clamp(max=1.0)) + _ANGLE_EPS
+    el_lo = torch.where(inside, torch.full_like(el_c, -math.pi), el_c - beta)
+    el_hi = torch.where(inside, torch.full_like(el_c, math.pi), el_c + beta)
+    return {"dist": dist, "az_c": az_c, "az_lo": az_c - dphi, "az_hi": az_c + dphi, "el_lo": el_lo,
+            "el_hi": el_hi, "whole_turn": whole_turn, "inside": inside, "radius": r}
 
 
 class Lidar(Sensor):
@@ -347,23 +369,25 @@ class SpinningLidar(Lidar):
         return torch.stack([col, self.elevation_to_row(el)], -1), valid
 
     def support_param_box(self, corners, centre, radius):
-        """Parameter boxes (sweep angle, elevation) of the bounding caps of supports.
+        """Parameter boxes (sweep angle, elevation) of supports (exact angular bounds).
 
-        Used by the generic binning only; ``footprints`` splits seam-straddling caps in two
-        instead of widening them to the full turn as this box must.
+        Used by the generic binning only; ``footprints`` splits seam-straddling supports in
+        two instead of widening them to the full turn as this box must.
         """
-        dist, az, el, beta, dphi, around_pole = _spherical_cap(centre, radius)
-        s = self._sweep_angle(az)
-        s0, s1 = s - dphi, s + dphi
-        whole_turn = around_pole | (s0 < 0) | (s1 >= TWO_PI)
+        b = _angular_bounds(corners, centre, radius)
+        sc = self._sweep_angle(b["az_c"])
+        lo, hi = b["az_lo"] - b["az_c"], b["az_hi"] - b["az_c"]
+        s0, s1 = (sc + lo, sc + hi) if self._sign > 0 else (sc - hi, sc - lo)
+        whole_turn = b["whole_turn"] | (s0 < 0) | (s1 >= TWO_PI)
         s0 = torch.where(whole_turn, torch.zeros_like(s0), s0)
         s1 = torch.where(whole_turn, torch.full_like(s1, TWO_PI), s1)
-        box = torch.stack([s0, s1, (el - beta).clamp(min=-math.pi / 2), (el + beta).clamp(max=math.pi / 2)], -1)
-        inside = dist <= radius.double() * 1.0001 + 1e-9
-        return box, self._range_empty(dist, radius) & ~inside, inside & ~self._range_empty(dist, radius)
+        box = torch.stack([s0, s1, b["el_lo"], b["el_hi"]], -1)
+        empty = self._range_empty(b["dist"], radius)
+        return box, empty & ~b["inside"], b["inside"] & ~empty
 
     def footprints(self, corners: Tensor, centre: Tensor, radius: Tensor,
-                   means2d: Tensor, valid2d: Tensor, filter_radius: Tensor) -> Tensor:
+                   means2d: Tensor, valid2d: Tensor, filter_radius: Tensor,
+                   motion: tuple[float, float] | None = None) -> Tensor:
         """Conservative cell boxes of surfels in angle space: records (F, 6) int32.
 
         corners: (N, 4, 3) support rectangle corners (cycle order), centre (N, 3) and
@@ -371,18 +395,32 @@ class SpinningLidar(Lidar):
         the rectangle, see ``_angular_bounds``);
         means2d (N, 2) projected centres (col, row) with valid2d (N,) and filter_radius (N,)
         (cells) the low-pass filter's disc.  A record is (surfel, r0, r1, c0, c1, column
-        shift).  The cap's azimuth interval (unwrapped around the projected centre, at most
+        shift).  The azimuth interval (unwrapped around the projected centre, at most
         one turn) is cut at the seam: the part past column A - 1 becomes a record on the
         first columns with shift -A, the part before column 0 one on the last columns with
         shift +A, so the filter distance ``px - (mx + shift)`` is measured on the same side.
         A surfel never covers a cell twice.
+
+        motion: optional (translation m, rotation rad), the most the sensor moves and turns
+        during the sweep from the pose the inputs are expressed in (e.g. the sweep start).
+        The boxes then hold every cell the surfel can touch from any pose of the sweep
+        (bounding-sphere caps widened by the motion, instead of the exact rectangle bounds
+        at one pose), so one call bins a moving sweep.
         """
         n = centre.shape[0]
         B, A = self.rows, self.cols
         if n == 0:
             return torch.zeros(0, 6, dtype=torch.int32)
         rad = radius.detach().cpu()
-        bnd = _angular_bounds(corners.detach().cpu(), centre.detach().cpu(), rad)
+        if motion is None:
+            bnd = _angular_bounds(corners.detach().cpu(), centre.detach().cpu(), rad)
+        else:
+            trans, rot = (float(v) for v in motion)
+            if not (math.isfinite(trans) and math.isfinite(rot) and trans >= 0 and rot >= 0):
+                raise ValueError(f"SpinningLidar.footprints: motion must be (translation >= 0, rotation >= 0), "
+                                 f"got {motion}")
+            bnd = _moving_cap_bounds(centre.detach().cpu(), rad, trans, rot)
+            rad = bnd["radius"]
         inside = bnd["inside"]
         cap_ok = ~self._range_empty(bnd["dist"], rad) | inside
         m = means2d.detach().cpu().double()
@@ -552,18 +590,17 @@ class SolidStateLidar(Lidar):
         return torch.stack([col, row], -1), valid
 
     def support_param_box(self, corners, centre, radius):
-        """(-azimuth, -elevation) boxes of the supports' bounding caps.
+        """(-azimuth, -elevation) boxes of the supports (exact angular bounds of the rectangles).
 
-        With both FOVs under 180 degrees the grid lies within azimuth (-90, 90) deg, so a
-        cap interval reaching past +-180 deg only adds directions outside the grid.
+        With both FOVs under 180 degrees the grid lies within azimuth (-90, 90) deg, so an
+        interval reaching past +-180 deg only adds directions outside the grid.
         """
-        dist, az, el, beta, dphi, around_pole = _spherical_cap(centre, radius)
-        inside = dist <= radius.double() * 1.0001 + 1e-9
-        a0 = torch.where(around_pole, torch.full_like(az, -2 * math.pi), az - dphi)
-        a1 = torch.where(around_pole, torch.full_like(az, 2 * math.pi), az + dphi)
-        box = torch.stack([-a1, -a0, -(el + beta).clamp(max=math.pi / 2), -(el - beta).clamp(min=-math.pi / 2)], -1)
-        empty = self._range_empty(dist, radius)
-        return box, empty & ~inside, inside & ~empty
+        b = _angular_bounds(corners, centre, radius)
+        a0 = torch.where(b["whole_turn"], torch.full_like(b["az_lo"], -2 * math.pi), b["az_lo"])
+        a1 = torch.where(b["whole_turn"], torch.full_like(b["az_hi"], 2 * math.pi), b["az_hi"])
+        box = torch.stack([-a1, -a0, -b["el_hi"], -b["el_lo"]], -1)
+        empty = self._range_empty(b["dist"], radius)
+        return box, empty & ~b["inside"], b["inside"] & ~empty
 
 
 def _load_presets() -> dict:

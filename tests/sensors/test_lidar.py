@@ -220,6 +220,18 @@ def test_footprints_are_conservative(kw):
     check_conservative(lidar, means, quats, scales, opac)
 
 
+@pytest.mark.parametrize("seed, spread", [(206, 6.0), (211, 6.0), (100, 15.0)])
+def test_footprints_are_conservative_for_flat_surfels(seed, spread):
+    """Near-horizontal surfels (road-like, seen at grazing angles), close and far.  Seeds
+    206 and 211 hold surfels whose highest direction lies inside an edge, not at a corner."""
+    lidar = small_lidar()
+    means, _, scales, opac = random_surfels(60, seed=seed, spread=spread)
+    g = torch.Generator().manual_seed(seed)
+    quats = torch.tensor([[1.0, 0, 0, 0]]) + 0.05 * torch.randn(60, 4, generator=g)
+    quats = quats / quats.norm(dim=-1, keepdim=True)
+    check_conservative(lidar, means, quats, scales, opac)
+
+
 def test_footprints_close_to_sensor_and_poles():
     lidar = small_lidar()
     means = torch.tensor([[0.3, 0.1, 0.0],    # sensor inside the bounding sphere
@@ -324,3 +336,21 @@ def test_solid_state_footprints_are_conservative():
         assert not ((a >= ALPHA_MIN) & ~cover).any(), f"surfel {i} touches cells outside its records"
         hit += int((a >= ALPHA_MIN).sum())
     assert hit > 0
+
+
+def test_generic_binning_from_param_box_is_conservative():
+    """Sensor.footprints (param boxes; seam-straddlers widened to the full turn) stays
+    conservative with the spinning LiDAR's support_param_box."""
+    from gssim.sensors.base import Sensor
+    lidar = small_lidar()
+    means, quats, scales, opac = random_surfels(60, seed=21)
+    corners, centre, radius, m2, v2, fr, (au, av, n) = footprint_inputs(lidar, means, quats, scales, opac)
+    m2 = torch.where(v2[:, None], m2, torch.full_like(m2, -1e6))
+    rec = Sensor.footprints(lidar, corners, centre, radius, m2, v2, fr)
+    B, A = lidar.shape
+    for i in range(60):
+        cover = torch.zeros(B, A, dtype=torch.bool)
+        for _, r0, r1, c0, c1, _sh in rec[rec[:, 0] == i].tolist():
+            cover[r0:r1 + 1, c0:c1 + 1] = True
+        a = single_alpha(lidar, means, au, av, n, opac, m2, i, 0)
+        assert not ((a >= ALPHA_MIN) & ~cover).any(), f"surfel {i} touches cells outside its records"
