@@ -26,7 +26,10 @@ class RayGrid:
     cols: int
     cell_poses: Tensor    # (P, 4, 4) float64 distinct cell poses (P = 1 for an instant sensor)
     cell_pose_index: Tensor  # (rows, cols) index into cell_poses
+    cell_pose_fractions: Tensor  # (P,) float64 readout fraction of each cell pose
     origin: Tensor        # (3,) float32 sensor position at the middle of the readout
+    translation: float    # distance the sensor moves over the whole readout (m)
+    rotation: float       # angle it turns over the whole readout (rad)
 
 
 @dataclass
@@ -55,27 +58,30 @@ def build_rays(sensor: Sensor, T_world_sensor, T_world_sensor_end=None) -> RayGr
     between ``T_world_sensor`` (readout fraction 0) and ``T_world_sensor_end`` (1)."""
     T0 = _as_pose(T_world_sensor, "T_world_sensor")
     dirs = sensor.ray_directions().double()
+    translation = rotation = 0.0
     if sensor.is_instant or T_world_sensor_end is None:
         poses = T0[None]
+        uniq = torch.zeros(1, dtype=torch.float64)
         index = torch.zeros(sensor.rows, sensor.cols, dtype=torch.long)
+        mid = T0
     else:
         T1 = _as_pose(T_world_sensor_end, "T_world_sensor_end")
         fr = sensor.cell_fractions().double()
         uniq, index = torch.unique(fr, return_inverse=True)
         poses = interpolate_pose(T0, T1, uniq)
+        mid = interpolate_pose(T0, T1, torch.tensor([0.5], dtype=torch.float64))[0]
+        translation = float((T1[:3, 3] - T0[:3, 3]).norm())
+        cos_angle = ((T0[:3, :3].T @ T1[:3, :3]).trace() - 1) / 2
+        rotation = float(torch.arccos(cos_angle.clamp(-1, 1)))
     Rot = poses[index]                                    # (H, W, 4, 4)
     rays_d = (Rot[..., :3, :3] @ dirs[..., None])[..., 0]
     rays_o = Rot[..., :3, 3]
-    if len(poses) == 1:
-        mid = poses[0]
-    else:
-        mid = interpolate_pose(T0, _as_pose(T_world_sensor_end, "T_world_sensor_end"),
-                               torch.tensor([0.5], dtype=torch.float64))[0]
     return RayGrid(rays_o=rays_o.reshape(-1, 3).float().contiguous(),
                    rays_d=rays_d.reshape(-1, 3).float().contiguous(),
                    depth_scale=sensor.depth_scale().reshape(-1).float(),
                    rows=sensor.rows, cols=sensor.cols, cell_poses=poses, cell_pose_index=index,
-                   origin=mid[:3, 3].float())
+                   cell_pose_fractions=uniq, origin=mid[:3, 3].float(), translation=translation,
+                   rotation=rotation)
 
 
 def _to_sensor(T_world_sensor: Tensor, points: Tensor) -> Tensor:
@@ -84,42 +90,96 @@ def _to_sensor(T_world_sensor: Tensor, points: Tensor) -> Tensor:
     return (points - T[:3, 3]) @ T[:3, :3]
 
 
-def _project_centres(sensor: Sensor, grid: RayGrid, means: Tensor) -> tuple[Tensor, Tensor]:
-    """Grid coordinates of surfel centres; for a moving sensor, at the pose of the cell
-    they land in (fixed-point iteration on the readout fraction)."""
+def _per_surfel_frame(grid: RayGrid, index: Tensor, points: Tensor) -> Tensor:
+    """World points (N, ..., 3) into the frame of each surfel's own cell pose (N,)."""
+    T = grid.cell_poses[index].to(dtype=points.dtype, device=points.device)
+    R, t = T[:, :3, :3], T[:, :3, 3]
+    shape = (points.shape[0],) + (1,) * (points.dim() - 2) + (3,)
+    return torch.einsum("nji,n...j->n...i", R, points - t.reshape(shape))
+
+
+def _project_centres(sensor: Sensor, grid: RayGrid, means: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Grid coordinates of surfel centres, validity, and the index of the cell pose each is
+    seen from (a moving sensor: the pose of the cell it lands in, by fixed-point iteration
+    on the readout fraction)."""
+    idx = torch.zeros(means.shape[0], dtype=torch.long)
     if len(grid.cell_poses) == 1:
-        return sensor.project(_to_sensor(grid.cell_poses[0], means))
+        return (*sensor.project(_to_sensor(grid.cell_poses[0], means)), idx)
     with torch.no_grad():
-        idx = torch.full((means.shape[0],), int(grid.cell_pose_index[grid.rows // 2, grid.cols // 2]))
+        idx += int(grid.cell_pose_index[grid.rows // 2, grid.cols // 2])
         for _ in range(3):
-            T = grid.cell_poses[idx].to(means.dtype)
-            pts = torch.einsum("nji,nj->ni", T[:, :3, :3], means - T[:, :3, 3])
-            uv, ok = sensor.project(pts)
+            uv, ok = sensor.project(_per_surfel_frame(grid, idx, means.detach()))
             col = uv[:, 0].nan_to_num(0).clamp(0, grid.cols - 1).long()
             row = uv[:, 1].nan_to_num(0).clamp(0, grid.rows - 1).long()
             idx = torch.where(ok, grid.cell_pose_index[row, col], idx)
-    T = grid.cell_poses[idx].to(means.dtype)
-    pts = torch.einsum("nji,nj->ni", T[:, :3, :3], means - T[:, :3, 3])
-    return sensor.project(pts)
+    return (*sensor.project(_per_surfel_frame(grid, idx, means)), idx)
 
 
-def _merge_records(records: Tensor) -> Tensor:
-    """Union of the boxes of records sharing (surfel, column shift)."""
-    if records.shape[0] == 0:
-        return records
-    rec = records.long()
-    key = rec[:, 0] * 4 + torch.sign(rec[:, 5]) + 1
-    uniq, inv = torch.unique(key, return_inverse=True)
-    out = torch.zeros(len(uniq), 6, dtype=torch.long)
-    out[:, 1] = out[:, 3] = 1 << 30
-    out[:, 2] = out[:, 4] = -1
-    out[inv, 0] = rec[:, 0]
-    out[inv, 5] = rec[:, 5]
-    out[:, 1].scatter_reduce_(0, inv, rec[:, 1], "amin")
-    out[:, 2].scatter_reduce_(0, inv, rec[:, 2], "amax")
-    out[:, 3].scatter_reduce_(0, inv, rec[:, 3], "amin")
-    out[:, 4].scatter_reduce_(0, inv, rec[:, 4], "amax")
-    return out.to(torch.int32).contiguous()
+def _moving_footprints(sensor: Sensor, grid: RayGrid, idx: Tensor, corners: Tensor, means: Tensor,
+                       radius: Tensor, means2d: Tensor, valid2d: Tensor, filter_radius: Tensor) -> Tensor:
+    """Footprint records for a sensor that moves during its readout.
+
+    Each surfel is binned from the pose of the cell its centre lands in, with its bounds
+    widened by the motion over the readout span its own cells cover; the span is grown
+    until the cells it yields need no more (at most the whole readout).  A surfel out of
+    view from that pose, one the motion sweeps faster than the readout does, or one near
+    the seam of a periodic sensor, gets the whole readout.
+    """
+    corners_l = _per_surfel_frame(grid, idx, corners)
+    means_l = _per_surfel_frame(grid, idx, means)
+    f_s = grid.cell_pose_fractions[idx]
+    frac = torch.zeros(grid.rows, grid.cols, dtype=torch.float64)
+    frac.view(-1)[:] = grid.cell_pose_fractions[grid.cell_pose_index.reshape(-1)]
+    row_lo, row_hi, col_lo, col_hi = frac.amin(1), frac.amax(1), frac.amin(0), frac.amax(0)
+    dirs = sensor.ray_directions().double()
+    d_first, d_last = dirs[frac == frac.min()].mean(0), dirs[frac == frac.max()].mean(0)
+    readout_angle = float(torch.arccos((d_first @ d_last / (d_first.norm() * d_last.norm())).clamp(-1, 1)))
+    span = torch.zeros(len(idx), dtype=torch.float64)
+    todo = torch.arange(len(idx))
+    done = []
+    for attempt in range(5):
+        last = attempt == 4
+        if last:
+            span[todo] = 1.0
+        motion = None if attempt == 0 else (grid.translation * span[todo], grid.rotation * span[todo])
+        rec = sensor.footprints(corners_l[todo], means_l[todo], radius[todo], means2d[todo], valid2d[todo],
+                                filter_radius[todo], motion=motion).long()
+        rec[:, 0] = todo[rec[:, 0]]
+        if last:
+            done.append(rec)
+            break
+        # Readout fractions each record's cells are taken at (monotone along rows or columns).
+        r0, r1, c0, c1 = rec[:, 1], rec[:, 2], rec[:, 3], rec[:, 4]
+        lo = torch.maximum(torch.minimum(row_lo[r0], row_lo[r1]), torch.minimum(col_lo[c0], col_lo[c1]))
+        hi = torch.minimum(torch.maximum(row_hi[r0], row_hi[r1]), torch.maximum(col_hi[c0], col_hi[c1]))
+        f = f_s[rec[:, 0]]
+        need_rec = torch.maximum((f - lo).abs(), (hi - f).abs())
+        # How far the motion can turn the surfel's direction over the whole readout.
+        near = (means_l[rec[:, 0]].norm(dim=-1) - radius[rec[:, 0]]).clamp(min=1e-9)
+        sway = (grid.rotation + torch.asin((grid.translation / near).clamp(max=1.0))).double()
+        if sensor.periodic:
+            # Across the seam, neighbouring columns are a readout apart: a surfel the motion
+            # can carry over it needs the whole readout.
+            reach = sway / sensor.column_angle + 2
+            overtaken = (c0 - reach <= 0) | (c1 + reach >= grid.cols - 1)
+        else:
+            # Moving faster than the readout sweeps, it may show up in two places.
+            overtaken = sway >= 0.5 * readout_angle
+        need_rec = torch.where(overtaken, torch.maximum(f, 1 - f), need_rec)
+        need = torch.zeros(len(idx), dtype=torch.float64).scatter_reduce(0, rec[:, 0], need_rec, "amax")
+        if attempt == 0:
+            # Out of view from its own pose: it can only show up from far in the readout.
+            seen = torch.zeros(len(idx), dtype=torch.bool)
+            seen[rec[:, 0]] = True
+            need = torch.where(seen, need, torch.ones_like(need))
+        grow = torch.zeros(len(idx), dtype=torch.bool)
+        grow[todo] = need[todo] > span[todo] + 1e-12
+        done.append(rec[~grow[rec[:, 0]]])
+        todo = grow.nonzero()[:, 0]
+        if len(todo) == 0:
+            break
+        span[todo] = need[todo]
+    return torch.cat(done).to(torch.int32).contiguous()
 
 
 def prepare_surfels(surfels: Surfels, sensor: Sensor, grid: RayGrid) -> SurfelGeometry:
@@ -128,7 +188,7 @@ def prepare_surfels(surfels: Surfels, sensor: Sensor, grid: RayGrid) -> SurfelGe
     t_u, t_v, normals = rot[..., 0], rot[..., 1], rot[..., 2]
     axis_u = t_u / surfels.scales[:, :1]
     axis_v = t_v / surfels.scales[:, 1:]
-    means2d, valid2d = _project_centres(sensor, grid, surfels.means)
+    means2d, valid2d, pose_idx = _project_centres(sensor, grid, surfels.means)
     means2d = torch.where(valid2d[:, None] & torch.isfinite(means2d), means2d,
                           torch.full_like(means2d, FAR_AWAY).detach())
     with torch.no_grad():
@@ -143,13 +203,16 @@ def prepare_surfels(surfels: Surfels, sensor: Sensor, grid: RayGrid) -> SurfelGe
         corners = torch.stack([means + eu + ev, means + eu - ev, means - eu - ev, means - eu + ev], 1)
         radius = k * surfels.scales.detach().norm(dim=-1)
         vis2d = valid2d & visible & (means2d.detach().abs() < FAR_AWAY).all(-1)
-        poses = [grid.cell_poses[0]] if len(grid.cell_poses) == 1 else [grid.cell_poses[0], grid.cell_poses[-1]]
-        parts = []
-        for T in poses:
-            rec = sensor.footprints(_to_sensor(T, corners).cpu(), _to_sensor(T, means).cpu(), radius.cpu(),
-                                    means2d.detach().cpu(), vis2d.cpu(), filter_radius.cpu())
-            parts.append(rec[visible.cpu()[rec[:, 0].long()]] if rec.shape[0] else rec)
-        records = parts[0] if len(parts) == 1 else _merge_records(torch.cat(parts))
+        m2d = means2d.detach()
+        if len(grid.cell_poses) == 1:
+            T = grid.cell_poses[0]
+            records = sensor.footprints(_to_sensor(T, corners).cpu(), _to_sensor(T, means).cpu(), radius.cpu(),
+                                        m2d.cpu(), vis2d.cpu(), filter_radius.cpu())
+        else:
+            records = _moving_footprints(sensor, grid, pose_idx, corners.cpu(), means.cpu(), radius.cpu(),
+                                         m2d.cpu(), vis2d.cpu(), filter_radius.cpu())
+        if records.shape[0]:
+            records = records[visible.cpu()[records[:, 0].long()]]
         depth_keys = (means - grid.origin.to(means.device)).norm(dim=-1)
     return SurfelGeometry(means=surfels.means, axis_u=axis_u, axis_v=axis_v, normals=normals,
                           opacities=surfels.opacities, features=surfels.features, means2d=means2d,

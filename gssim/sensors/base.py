@@ -39,6 +39,10 @@ class Sensor(ABC):
     tile_shape: tuple[int, int] = (16, 16)
     t_min: float = 0.01
     t_max: float = math.inf
+    # Periodic sensors (a spinning LiDAR) have columns that wrap around: the last column
+    # neighbours the first, ``column_angle`` (rad) apart, but is taken a whole readout later.
+    periodic: bool = False
+    column_angle: float = 0.0
     _dirs: Tensor
 
     def _finish_grid(self) -> None:
@@ -94,6 +98,13 @@ class Sensor(ABC):
         (N,) bool (cannot be seen) and ``full`` (N,) bool (may cover any cell).
         """
 
+    @abstractmethod
+    def cap_param_box(self, centre: Tensor, radius: Tensor, extra_angle: Tensor
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+        """Parameter box of every direction within asin(radius / |centre|) + extra_angle of
+        each centre's direction (bounding spheres seen from a moving sensor).  Same outputs
+        as ``support_param_box``."""
+
     # --- shared machinery --------------------------------------------------------
     def param_box_to_cells(self, box: Tensor) -> Tensor:
         """Cell box (N, 4) = r0, r1, c0, c1 (inclusive; empty when r0 > r1 or c0 > c1)."""
@@ -107,17 +118,23 @@ class Sensor(ABC):
         return torch.stack([r0, r1, c0, c1], -1)
 
     def footprints(self, corners: Tensor, centre: Tensor, radius: Tensor,
-                   means2d: Tensor, valid2d: Tensor, filter_radius: Tensor) -> Tensor:
+                   means2d: Tensor, valid2d: Tensor, filter_radius: Tensor,
+                   motion: tuple[Tensor, Tensor] | None = None) -> Tensor:
         """Conservative cell boxes of surfels: records (F, 6) int32.
 
         Each record is (surfel index, r0, r1, c0, c1, column shift); the column shift
         (in cells) is added to the surfel's projected column when the box is a wrapped
         copy (periodic sensors).  Inputs are in the sensor frame; ``means2d`` (N, 2) grid
         coordinates with ``valid2d`` (N,) and ``filter_radius`` (N,) in cells give the
-        low-pass filter's disc.
+        low-pass filter's disc.  ``motion`` = (translation (N,) m, rotation (N,) rad): the
+        most the sensor moves from the pose of the inputs while it can see each surfel; the
+        boxes then hold every cell touched from any such pose (bounding spheres widened).
         """
         n = corners.shape[0]
-        box, empty, full = self.support_param_box(corners, centre, radius)
+        if motion is None:
+            box, empty, full = self.support_param_box(corners, centre, radius)
+        else:
+            box, empty, full = self.cap_param_box(centre, radius + motion[0], motion[1])
         cells = self.param_box_to_cells(box)
         big = torch.tensor([0, self.rows - 1, 0, self.cols - 1])
         cells = torch.where(full[:, None], big, cells)

@@ -140,6 +140,30 @@ class PinholeCamera(Camera):
             box[rest], empty[rest] = self._clipped_quad_box(corners[rest])
         return box, empty, torch.zeros_like(empty)
 
+    def cap_param_box(self, centre, radius, extra_angle):
+        # The cone of half-angle beta about the centre direction meets the plane z = 1 in a
+        # conic: the same bounds as a disc of radius tan(beta) about the unit direction.
+        dist = centre.norm(dim=-1).clamp(min=1e-12)
+        w = centre / dist[:, None]
+        beta = torch.asin((radius / dist).clamp(max=1.0)) + extra_angle
+        off_axis = torch.acos(w[:, 2].clamp(-1, 1))
+        full = (dist <= radius) | (off_axis + beta >= math.pi / 2 - 1e-6)
+        empty = (off_axis - beta >= math.pi / 2) & ~full
+        helper = torch.where(w[:, 2:3].abs() < 0.9, torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 0.0]))
+        u = torch.linalg.cross(w, helper.to(w.dtype).expand_as(w))
+        u = u / u.norm(dim=-1, keepdim=True)
+        v = torch.linalg.cross(w, u)
+        tb = torch.tan(beta.clamp(max=math.pi / 2 - 1e-6))[:, None]
+        a, b = tb * u, tb * v
+        A = torch.where(full | empty, torch.ones_like(dist), w[:, 2] ** 2 - a[:, 2] ** 2 - b[:, 2] ** 2).clamp(min=1e-12)
+        extents = []
+        for i in (0, 1):
+            B = w[:, i] * w[:, 2] - a[:, i] * a[:, 2] - b[:, i] * b[:, 2]
+            C = w[:, i] ** 2 - a[:, i] ** 2 - b[:, i] ** 2
+            root = torch.sqrt((B * B - A * C).clamp(min=0))
+            extents += [(B - root) / A, (B + root) / A]
+        return torch.stack(extents, -1), empty, full
+
     def _clipped_quad_box(self, corners: Tensor) -> tuple[Tensor, Tensor]:
         """Parameter box of support quads crossing the camera plane: rays hit only at
         t > t_min, i.e. depth z > t_min * min(d_z), so clip the quad to that half-space
@@ -256,9 +280,12 @@ class FisheyeCamera(Camera):
         return self._pixels(x * scale, y * scale), valid
 
     def support_param_box(self, corners, centre, radius):
+        return self.cap_param_box(centre, radius, torch.zeros_like(radius))
+
+    def cap_param_box(self, centre, radius, extra_angle):
         dist = centre.norm(dim=-1)
         full = dist <= radius * 1.0001
-        beta = torch.asin((radius / dist.clamp(min=1e-12)).clamp(max=1.0))
+        beta = torch.asin((radius / dist.clamp(min=1e-12)).clamp(max=1.0)) + extra_angle
         r = torch.sqrt(centre[:, 0] ** 2 + centre[:, 1] ** 2)
         theta_a = torch.atan2(r, centre[:, 2])
         phi_a = torch.atan2(centre[:, 1], centre[:, 0])

@@ -142,18 +142,18 @@ def _angular_bounds(corners: Tensor, centre: Tensor, radius: Tensor) -> dict[str
             "whole_turn": whole_turn, "inside": inside}
 
 
-def _moving_cap_bounds(centre: Tensor, radius: Tensor, translation: float, rotation: float) -> dict[str, Tensor]:
+def _moving_cap_bounds(centre: Tensor, radius: Tensor, translation: Tensor, rotation: Tensor) -> dict[str, Tensor]:
     """Angular bounds of bounding spheres over a sensor motion (float64), as ``_angular_bounds``.
 
     The sensor moves by at most ``translation`` metres and turns by at most ``rotation``
-    radians from the pose the inputs are expressed in.  Seen from any pose of the motion,
+    radians ((N,) tensors or floats) from the pose the inputs are expressed in.  Seen from any pose of the motion,
     the sphere lies in the sphere of radius ``radius + translation`` about the rotated
     centre, whose directions lie in the cap of half-angle asin(r' / d) + rotation about the
     centre's direction here.
     """
-    r = radius.double() + float(translation)
+    r = radius.double() + torch.as_tensor(translation, dtype=torch.float64)
     dist, az_c, el_c, beta, dphi, pole = _spherical_cap(centre, r)
-    beta = beta + float(rotation)
+    beta = beta + torch.as_tensor(rotation, dtype=torch.float64)
     inside = dist <= r * 1.0001 + 1e-9
     ratio = torch.sin(beta.clamp(max=math.pi / 2)) / torch.cos(el_c).clamp(min=1e-12)
     whole_turn = inside | (el_c.abs() + beta >= math.pi / 2) | (ratio >= 1.0)
@@ -239,6 +239,7 @@ class SpinningLidar(Lidar):
 
         self._sign = -1.0 if self.clockwise else 1.0
         self._res = TWO_PI / cols                       # exact column pitch (rad)
+        self.periodic, self.column_angle = True, self._res
         self._az0 = math.radians(self.azimuth_start_deg)
         self._elev = torch.deg2rad(elev)                # (B,) row order
         self._elev_sorted = torch.deg2rad(e_sorted)     # (B,) ascending
@@ -374,7 +375,13 @@ class SpinningLidar(Lidar):
         Used by the generic binning only; ``footprints`` splits seam-straddling supports in
         two instead of widening them to the full turn as this box must.
         """
-        b = _angular_bounds(corners, centre, radius)
+        return self._sweep_box(_angular_bounds(corners, centre, radius), radius)
+
+    def cap_param_box(self, centre, radius, extra_angle):
+        b = _moving_cap_bounds(centre, torch.zeros_like(radius), radius, extra_angle)
+        return self._sweep_box(b, radius)
+
+    def _sweep_box(self, b: dict[str, Tensor], radius: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         sc = self._sweep_angle(b["az_c"])
         lo, hi = b["az_lo"] - b["az_c"], b["az_hi"] - b["az_c"]
         s0, s1 = (sc + lo, sc + hi) if self._sign > 0 else (sc - hi, sc - lo)
@@ -387,7 +394,7 @@ class SpinningLidar(Lidar):
 
     def footprints(self, corners: Tensor, centre: Tensor, radius: Tensor,
                    means2d: Tensor, valid2d: Tensor, filter_radius: Tensor,
-                   motion: tuple[float, float] | None = None) -> Tensor:
+                   motion: tuple[Tensor, Tensor] | tuple[float, float] | None = None) -> Tensor:
         """Conservative cell boxes of surfels in angle space: records (F, 6) int32.
 
         corners: (N, 4, 3) support rectangle corners (cycle order), centre (N, 3) and
@@ -401,8 +408,9 @@ class SpinningLidar(Lidar):
         shift +A, so the filter distance ``px - (mx + shift)`` is measured on the same side.
         A surfel never covers a cell twice.
 
-        motion: optional (translation m, rotation rad), the most the sensor moves and turns
-        during the sweep from the pose the inputs are expressed in (e.g. the sweep start).
+        motion: optional (translation m, rotation rad), floats or (N,) tensors, the most the
+        sensor moves and turns from the pose the inputs are expressed in while it can see
+        each surfel (e.g. over the whole sweep from its start).
         The boxes then hold every cell the surfel can touch from any pose of the sweep
         (bounding-sphere caps widened by the motion, instead of the exact rectangle bounds
         at one pose), so one call bins a moving sweep.
@@ -415,8 +423,9 @@ class SpinningLidar(Lidar):
         if motion is None:
             bnd = _angular_bounds(corners.detach().cpu(), centre.detach().cpu(), rad)
         else:
-            trans, rot = (float(v) for v in motion)
-            if not (math.isfinite(trans) and math.isfinite(rot) and trans >= 0 and rot >= 0):
+            trans, rot = (torch.as_tensor(v, dtype=torch.float64).cpu() for v in motion)
+            if not (torch.isfinite(trans).all() and torch.isfinite(rot).all() and (trans >= 0).all()
+                    and (rot >= 0).all()):
                 raise ValueError(f"SpinningLidar.footprints: motion must be (translation >= 0, rotation >= 0), "
                                  f"got {motion}")
             bnd = _moving_cap_bounds(centre.detach().cpu(), rad, trans, rot)
@@ -589,13 +598,19 @@ class SolidStateLidar(Lidar):
         row = (self._v_half - el) / self._v_res
         return torch.stack([col, row], -1), valid
 
+    def cap_param_box(self, centre, radius, extra_angle):
+        b = _moving_cap_bounds(centre, torch.zeros_like(radius), radius, extra_angle)
+        return self._angle_box(b, radius)
+
     def support_param_box(self, corners, centre, radius):
         """(-azimuth, -elevation) boxes of the supports (exact angular bounds of the rectangles).
 
         With both FOVs under 180 degrees the grid lies within azimuth (-90, 90) deg, so an
         interval reaching past +-180 deg only adds directions outside the grid.
         """
-        b = _angular_bounds(corners, centre, radius)
+        return self._angle_box(_angular_bounds(corners, centre, radius), radius)
+
+    def _angle_box(self, b: dict[str, Tensor], radius: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         a0 = torch.where(b["whole_turn"], torch.full_like(b["az_lo"], -2 * math.pi), b["az_lo"])
         a1 = torch.where(b["whole_turn"], torch.full_like(b["az_hi"], 2 * math.pi), b["az_hi"])
         box = torch.stack([-a1, -a0, -b["el_hi"], -b["el_lo"]], -1)
