@@ -62,8 +62,9 @@ struct TileRays {
 
 // One surfel against the cells of a tile row from index k0 (cell centre px0, py), in
 // blocks of LANES covering n cells: alpha (0: no contribution), t_hit and the normal's
-// facing sign per cell.  Vectorised over cells; cloned for AVX2 machines at run time.
-__attribute__((target_clones("arch=x86-64-v3", "default"))) void eval_row(
+// facing sign per cell; returns whether it contributes to any.  Vectorised over
+// cells; cloned for AVX2 machines, chosen at run time.
+__attribute__((target_clones("arch=x86-64-v3", "default"))) bool eval_row(
     const SurfelGeom sg, const TileRays& rays, int k0, int n, float px0, float py, float t_min, float t_max,
     float* __restrict__ alpha, float* __restrict__ t_hit, float* __restrict__ sign) {
   const int n_blocks = (n + LANES - 1) / LANES * LANES;
@@ -77,6 +78,9 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) void eval_row(
     t_hit[l] = h.t_hit;
     sign[l] = facing_sign(h);
   }
+  uint32_t any = 0;  // alpha is +0.0f (all bits clear) exactly where nothing contributes
+  for (int l = 0; l < n_blocks; ++l) any |= __builtin_bit_cast(uint32_t, alpha[l]);
+  return any != 0;
 }
 
 inline void atomic_add(float* dst, float v) {
@@ -159,8 +163,9 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
         for (int r = r0; r <= r1; ++r) {
           if (row_active[r - tc.y0] == 0) continue;
           const int k0 = (r - tc.y0) * w + lc0;
-          eval_row(sg, rays, k0, l1 + 1, tc.x0 + lc0 + 0.5f, r + 0.5f, t_min, t_max, row_alpha.data(),
-                   row_t.data(), row_sign.data());
+          if (!eval_row(sg, rays, k0, l1 + 1, tc.x0 + lc0 + 0.5f, r + 0.5f, t_min, t_max, row_alpha.data(),
+                        row_t.data(), row_sign.data()))
+            continue;
           for (int l = l0; l <= l1; ++l) {
             const int k = k0 + l;
             const float a = row_alpha[l];
@@ -254,8 +259,9 @@ void rasterize_backward(const float* rays_o, const float* rays_d, TileGrid g, Su
         const int lc0 = (c0 - tc.x0) / LANES * LANES;
         for (int r = r0; r <= r1; ++r) {
           const int k0 = (r - tc.y0) * w + lc0;
-          eval_row(sg, rays, k0, c1 - tc.x0 - lc0 + 1, tc.x0 + lc0 + 0.5f, r + 0.5f, t_min, t_max,
-                   row_alpha.data(), row_t.data(), row_sign.data());
+          if (!eval_row(sg, rays, k0, c1 - tc.x0 - lc0 + 1, tc.x0 + lc0 + 0.5f, r + 0.5f, t_min, t_max,
+                        row_alpha.data(), row_t.data(), row_sign.data()))
+            continue;
           for (int c = c0; c <= c1; ++c) {
             const int64_t ray = static_cast<int64_t>(r) * g.cols + c;
             const int l = c - tc.x0 - lc0;
