@@ -12,6 +12,7 @@ from abc import abstractmethod
 
 import torch
 
+from gssim.sensors.angles import angular_bounds
 from gssim.sensors.base import Sensor
 
 Tensor = torch.Tensor
@@ -280,7 +281,15 @@ class FisheyeCamera(Camera):
         return self._pixels(x * scale, y * scale), valid
 
     def support_param_box(self, corners, centre, radius):
-        return self.cap_param_box(centre, radius, torch.zeros_like(radius))
+        # Exact angular bounds of the support rectangle about the optical axis:
+        # theta = pi/2 - elevation, phi = azimuth.
+        b = angular_bounds(corners, centre, radius)
+        th0 = (math.pi / 2 - b["el_hi"]).clamp(min=0)
+        th1 = (math.pi / 2 - b["el_lo"]).clamp(max=math.pi)
+        around_axis = b["whole_turn"] | (th0 <= 0) | (th1 >= math.pi)
+        full = b["inside"]
+        empty = (th0 > self._theta_max + 1e-6) & ~full
+        return self._sector_box(th0, th1, b["az_lo"], b["az_hi"], around_axis), empty, full
 
     def cap_param_box(self, centre, radius, extra_angle):
         dist = centre.norm(dim=-1)
@@ -291,19 +300,26 @@ class FisheyeCamera(Camera):
         phi_a = torch.atan2(centre[:, 1], centre[:, 0])
         th0 = (theta_a - beta).clamp(min=0)
         th1 = (theta_a + beta).clamp(max=math.pi)
-        empty = th0 > self._theta_max + 1e-6
+        empty = (th0 > self._theta_max + 1e-6) & ~full
         sin_ratio = torch.sin(beta) / torch.sin(theta_a).clamp(min=1e-12)
         around_axis = (theta_a <= beta) | (sin_ratio >= 1) | (th1 >= math.pi)
         dphi = torch.asin(sin_ratio.clamp(max=1.0))
-        phis = torch.stack([phi_a - dphi, phi_a + dphi], -1)  # (N, 2)
+        return self._sector_box(th0, th1, phi_a - dphi, phi_a + dphi, around_axis), empty, full
+
+    @staticmethod
+    def _sector_box(th0: Tensor, th1: Tensor, phi0: Tensor, phi1: Tensor, around_axis: Tensor) -> Tensor:
+        """Box of the equidistant parameters theta (cos phi, sin phi) over an annular
+        sector theta in [th0, th1], phi in [phi0, phi1] (a disc of radius th1 where
+        ``around_axis``)."""
+        phis = torch.stack([phi0, phi1], -1)
         ths = torch.stack([th0, th1], -1)
         xs = (ths[:, :, None] * torch.cos(phis[:, None, :])).reshape(-1, 4)
         ys = (ths[:, :, None] * torch.sin(phis[:, None, :])).reshape(-1, 4)
         x0, x1, y0, y1 = xs.amin(-1), xs.amax(-1), ys.amin(-1), ys.amax(-1)
         # Axis directions inside the angular interval reach the outer radius th1.
+        width = phi1 - phi0
         for axis_angle, which in ((0.0, "x1"), (math.pi / 2, "y1"), (math.pi, "x0"), (-math.pi / 2, "y0")):
-            delta = torch.remainder(axis_angle - phis[:, 0], 2 * math.pi)
-            inside = delta <= 2 * dphi
+            inside = torch.remainder(axis_angle - phi0, 2 * math.pi) <= width
             if which == "x1":
                 x1 = torch.where(inside, th1, x1)
             elif which == "y1":
@@ -314,5 +330,4 @@ class FisheyeCamera(Camera):
                 y0 = torch.where(inside, -th1, y0)
         box = torch.stack([x0, x1, y0, y1], -1)
         disc = torch.stack([-th1, th1, -th1, th1], -1)
-        box = torch.where(around_axis[:, None], disc, box)
-        return box, empty & ~full, full
+        return torch.where(around_axis[:, None], disc, box)
