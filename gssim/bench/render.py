@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -77,14 +78,25 @@ def time_backend(surfels: Surfels, cam: Sensor, backend: str, repeats: int) -> d
             "pairs": pairs, "dense_pairs": cam.rows * cam.cols * geom.records.shape[0]}
 
 
-def peak_memory_forward(n: int, width: int, height: int) -> float:
-    """Peak resident memory (GB) of the process after a no-grad native forward."""
-    surfels = street_surfels(n, seed=1)
-    cam = _camera("pinhole", width, height)
-    with torch.no_grad():
-        grid = build_rays(cam, street_camera_pose())
-        rasterize(grid, prepare_surfels(surfels, cam, grid), cam, "cpu")
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+def peak_memory_forward(n: int, width: int, height: int) -> tuple[float, float]:
+    """Peak resident memory (GB) of a fresh process before and after a no-grad native
+    forward of n street surfels at width x height (measured in a child process)."""
+    code = (
+        "import resource, torch\n"
+        "from gssim.bench.render import _camera\n"
+        "from gssim.bench.street import street_camera_pose, street_surfels\n"
+        "from gssim.render.api import rasterize\n"
+        "from gssim.render.pipeline import build_rays, prepare_surfels\n"
+        f"surfels = street_surfels({n}, seed=1)\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"cam = _camera('pinhole', {width}, {height})\n"
+        "with torch.no_grad():\n"
+        "    grid = build_rays(cam, street_camera_pose())\n"
+        "    rasterize(grid, prepare_surfels(surfels, cam, grid), cam, 'cpu')\n"
+        "print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    base_kb, peak_kb = (int(v) for v in out.stdout.split()[-2:])
+    return base_kb / 1024 ** 2, peak_kb / 1024 ** 2
 
 
 def add_parser(subparsers) -> None:
@@ -129,5 +141,6 @@ def main(args: argparse.Namespace) -> None:
               f"forward; native at full size {r['pixels'] * r['records'] / r['fwd'] / 1e6:.0f} M pairs/s "
               f"(dense-equivalent) -> {r['pixels'] * r['records'] / r['fwd'] / (ref['dense_pairs'] / ref['fwd']):.0f}x")
     if args.memory:
-        gb = peak_memory_forward(1_000_000, 1280, 720)
-        print(f"  peak resident memory, 1M surfels 1280x720 forward (whole process): {gb:.2f} GB")
+        base, peak = peak_memory_forward(1_000_000, 1280, 720)
+        print(f"  peak resident memory, 1M surfels 1280x720 native forward: {peak:.2f} GB for the process "
+              f"({base:.2f} GB with torch loaded and the surfels built, {peak - base:.2f} GB more for the render)")
