@@ -42,7 +42,7 @@ inline TileCells tile_cells(int tile, TileGrid g) {
 
 // Cells evaluated together: a row segment is widened to whole blocks of LANES cells so
 // the loop below runs as full vectors.
-constexpr int LANES = 8;
+constexpr int LANES = 4;
 
 // The rays of one tile, structure of arrays (index k = local row * width + local col).
 struct TileRays {
