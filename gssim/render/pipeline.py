@@ -196,7 +196,7 @@ def prepare_surfels(surfels: Surfels, sensor: Sensor, grid: RayGrid) -> SurfelGe
         opac = surfels.opacities.detach()
         visible = opac >= ALPHA_MIN
         log_ratio = torch.log(torch.where(visible, opac / ALPHA_MIN, torch.ones_like(opac)))
-        k = torch.sqrt(2 * log_ratio)                   # support radius, in sigmas
+        k = torch.sqrt(2 * log_ratio + 1e-3)            # support radius, in sigmas (with slack)
         filter_radius = torch.sqrt(2 * log_ratio / FILTER_INV_SQUARE)   # in cells
         eu = (k * surfels.scales[:, 0].detach())[:, None] * t_u.detach()
         ev = (k * surfels.scales[:, 1].detach())[:, None] * t_v.detach()

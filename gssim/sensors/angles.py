@@ -94,6 +94,8 @@ def angular_bounds(corners: Tensor, centre: Tensor, radius: Tensor) -> dict[str,
     # Intersect with the cap (both are conservative).
     el_lo = torch.maximum(el_lo, el_c - beta) - ANGLE_EPS
     el_hi = torch.minimum(el_hi, el_c + beta) + ANGLE_EPS
+    # A cap holding a pole bounds no azimuth (its dphi is meaningless there).
+    dphi = torch.where(cap_pole, torch.full_like(dphi, math.inf), dphi)
     az_lo = torch.where(on_axis, az_c - dphi, torch.maximum(az_c + off.amin(-1), az_c - dphi)) - ANGLE_EPS
     az_hi = torch.where(on_axis, az_c + dphi, torch.minimum(az_c + off.amax(-1), az_c + dphi)) + ANGLE_EPS
     whole_turn = inside | (on_axis & cap_pole)

@@ -29,6 +29,9 @@ Tensor = torch.Tensor
 ALPHA_MIN = 1.0 / 255.0
 # Inverse squared radius of the 2DGS screen-space low-pass filter, in cells^-2.
 FILTER_INV_SQUARE = 2.0
+# Slack of footprint bounds, in direction parameters (about radians) and in cells.
+PARAM_EPS = 1e-6
+CELL_EPS = 0.01
 
 
 class Sensor(ABC):
@@ -110,7 +113,9 @@ class Sensor(ABC):
         """Cell box (N, 4) = r0, r1, c0, c1 (inclusive; empty when r0 > r1 or c0 > c1)."""
         col_lo, col_hi = self._col_hull
         row_lo, row_hi = self._row_hull
-        box = box.to(col_lo.dtype).contiguous()
+        # Widened by PARAM_EPS: float32 rays may sit a rounding error off the float64 grid.
+        box = (box.to(col_lo.dtype) + torch.tensor([-PARAM_EPS, PARAM_EPS, -PARAM_EPS, PARAM_EPS],
+                                                   dtype=col_lo.dtype)).contiguous()
         c0 = torch.searchsorted(col_hi, box[:, 0].contiguous(), right=False)
         c1 = torch.searchsorted(col_lo, box[:, 1].contiguous(), right=True) - 1
         r0 = torch.searchsorted(row_hi, box[:, 2].contiguous(), right=False)
@@ -139,13 +144,15 @@ class Sensor(ABC):
         big = torch.tensor([0, self.rows - 1, 0, self.cols - 1])
         cells = torch.where(full[:, None], big, cells)
         none = torch.tensor([self.rows, -1, self.cols, -1])
-        cells = torch.where(empty[:, None] & ~full[:, None], none, cells)
+        nothing = (empty & ~full) | (cells[:, 0] > cells[:, 1]) | (cells[:, 2] > cells[:, 3])
+        cells = torch.where(nothing[:, None], none, cells)
         # Union with the low-pass filter disc around the projected centre.
         m = means2d.detach().double()
         fr = filter_radius.double()
+        fr = fr + CELL_EPS
         disc = torch.stack([
-            torch.floor(m[:, 1] - fr - 0.5), torch.ceil(m[:, 1] + fr - 0.5),
-            torch.floor(m[:, 0] - fr - 0.5), torch.ceil(m[:, 0] + fr - 0.5)], -1)
+            torch.ceil(m[:, 1] - fr - 0.5), torch.floor(m[:, 1] + fr - 0.5),
+            torch.ceil(m[:, 0] - fr - 0.5), torch.floor(m[:, 0] + fr - 0.5)], -1)
         disc = disc.clamp(-1, max(self.rows, self.cols) + 1).long()
         disc = torch.where(valid2d[:, None], disc, none)
         cells = torch.stack([torch.minimum(cells[:, 0], disc[:, 0]), torch.maximum(cells[:, 1], disc[:, 1]),
@@ -153,11 +160,11 @@ class Sensor(ABC):
         return self._clip_records(torch.arange(n), cells, torch.zeros(n, dtype=torch.long))
 
     def _clip_records(self, index: Tensor, cells: Tensor, shift: Tensor) -> Tensor:
-        """Grow boxes by one cell (rounding margin), clip to the grid, drop empty ones."""
-        r0 = (cells[:, 0] - 1).clamp(min=0)
-        r1 = (cells[:, 1] + 1).clamp(max=self.rows - 1)
-        c0 = (cells[:, 2] - 1).clamp(min=0)
-        c1 = (cells[:, 3] + 1).clamp(max=self.cols - 1)
-        keep = (cells[:, 0] <= cells[:, 1]) & (cells[:, 2] <= cells[:, 3]) & (r0 <= r1) & (c0 <= c1)
+        """Clip boxes to the grid and drop empty ones."""
+        r0 = cells[:, 0].clamp(min=0)
+        r1 = cells[:, 1].clamp(max=self.rows - 1)
+        c0 = cells[:, 2].clamp(min=0)
+        c1 = cells[:, 3].clamp(max=self.cols - 1)
+        keep = (r0 <= r1) & (c0 <= c1)
         rec = torch.stack([index, r0, r1, c0, c1, shift], -1)[keep]
         return rec.to(torch.int32).contiguous()

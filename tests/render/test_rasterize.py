@@ -127,6 +127,22 @@ def test_rolling_shutter_footprints_lose_nothing(model, shift):
             torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("seed", [3, 8])
+def test_wide_fisheye_footprints_are_conservative(seed):
+    """Large surfels near the optical axis of a 170-degree fisheye: the support may hold
+    directions all around the axis while its bounding cap holds the pole."""
+    cam = gssim.FisheyeCamera(48, 36, 10, 10, 24, 18, distortion=[0.02, 0.0, 0.0, 0.0])
+    surfels = random_surfels(200, seed=seed, spread=2.0, centre=(0.0, 0.0, 0.5))
+    grid = build_rays(cam, torch.eye(4, dtype=torch.float64))
+    geom = prepare_surfels(surfels, cam, grid)
+    full = torch.tensor([[i, 0, cam.rows - 1, 0, cam.cols - 1, 0] for i in range(len(surfels))], dtype=torch.int32)
+    args = (grid.rays_o, grid.rays_d, cam.rows, cam.cols, geom.means, geom.axis_u, geom.axis_v, geom.normals,
+            geom.opacities, geom.features, geom.means2d, geom.depth_keys)
+    for x, y in zip(rasterize_reference(*args, geom.records, cam.t_min, cam.t_max),
+                    rasterize_reference(*args, full, cam.t_min, cam.t_max)):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-6)
+
+
 def _fronto_parallel(opacity=0.8, z=4.0, sigma=0.6, colour=(0.2, 0.5, 0.9), x=0.0):
     return gssim.Surfels(torch.tensor([[x, 0.0, z]]), torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
                          torch.tensor([[sigma, sigma]]), torch.tensor([opacity]), torch.tensor([list(colour)]))
