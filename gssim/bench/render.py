@@ -81,19 +81,23 @@ def time_backend(surfels: Surfels, cam: Sensor, backend: str, repeats: int) -> d
 def peak_memory_forward(n: int, width: int, height: int) -> tuple[float, float]:
     """Peak resident memory (GB) of a fresh process before and after a no-grad native
     forward of n street surfels at width x height (measured in a child process)."""
+    # VmHWM (peak resident set) of the child's own address space; ru_maxrss would carry
+    # the parent's peak over the exec.
     code = (
-        "import resource, torch\n"
+        "import torch\n"
+        "def hwm():\n"
+        "    return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1])\n"
         "from gssim.bench.render import _camera\n"
         "from gssim.bench.street import street_camera_pose, street_surfels\n"
         "from gssim.render.api import rasterize\n"
         "from gssim.render.pipeline import build_rays, prepare_surfels\n"
         f"surfels = street_surfels({n}, seed=1)\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "base = hwm()\n"
         f"cam = _camera('pinhole', {width}, {height})\n"
         "with torch.no_grad():\n"
         "    grid = build_rays(cam, street_camera_pose())\n"
         "    rasterize(grid, prepare_surfels(surfels, cam, grid), cam, 'cpu')\n"
-        "print(base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+        "print(base, hwm())\n")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     base_kb, peak_kb = (int(v) for v in out.stdout.split()[-2:])
     return base_kb / 1024 ** 2, peak_kb / 1024 ** 2
