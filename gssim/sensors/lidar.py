@@ -27,7 +27,7 @@ from importlib import resources
 import torch
 
 from gssim.sensors.angles import angular_bounds, moving_cap_bounds
-from gssim.sensors.base import Sensor
+from gssim.sensors.base import CELL_EPS, Sensor
 
 Tensor = torch.Tensor
 
@@ -346,10 +346,12 @@ class SpinningLidar(Lidar):
         whole_turn = bnd["whole_turn"] & cap
 
         # Union with the low-pass filter disc (as in Sensor.footprints).
-        dr0 = torch.floor(m[:, 1] - fr - 0.5)
-        dr1 = torch.ceil(m[:, 1] + fr - 0.5)
-        dc0 = torch.floor(m[:, 0] - fr - 0.5)
-        dc1 = torch.ceil(m[:, 0] + fr - 0.5)
+        # (cells whose centre lies within the filter radius, plus CELL_EPS of slack)
+        fr = fr + CELL_EPS
+        dr0 = torch.ceil(m[:, 1] - fr - 0.5)
+        dr1 = torch.floor(m[:, 1] + fr - 0.5)
+        dc0 = torch.ceil(m[:, 0] - fr - 0.5)
+        dc1 = torch.floor(m[:, 0] + fr - 0.5)
         disc = mvalid & (dr1 >= 0) & (dr0 <= B - 1)
         big = torch.full_like(c0, math.inf)
         R0 = torch.minimum(torch.where(cap, r0.double(), big), torch.where(disc, dr0, big))
