@@ -83,6 +83,17 @@ __attribute__((target_clones("arch=x86-64-v3", "default"))) bool eval_row(
   return any != 0;
 }
 
+// A thread's tile rays and the per-cell results of one surfel on one tile row.
+struct RowEval {
+  TileRays rays;
+  std::vector<float> alpha, t_hit, sign;
+  explicit RowEval(TileGrid g) : rays(g.th * g.tw), alpha(g.tw + LANES), t_hit(g.tw + LANES), sign(g.tw + LANES) {}
+  // Evaluates cells from k0 (cell centre px0, py) over n cells; false if none is touched.
+  bool operator()(const SurfelGeom& sg, int k0, int n, float px0, float py, float t_min, float t_max) {
+    return eval_row(sg, rays, k0, n, px0, py, t_min, t_max, alpha.data(), t_hit.data(), sign.data());
+  }
+};
+
 inline void atomic_add(float* dst, float v) {
 #pragma omp atomic
   *dst += v;
@@ -132,13 +143,12 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
     std::vector<int32_t> lst(n_max), mpos(n_max);
     std::vector<char> done(n_max);
     std::vector<int> row_active(g.th);  // cells of each tile row still compositing
-    std::vector<float> row_alpha(g.tw + LANES), row_t(g.tw + LANES), row_sign(g.tw + LANES);
-    TileRays rays(n_max);
+    RowEval row(g);
 #pragma omp for schedule(dynamic, 1)
     for (int tile = 0; tile < g.num_tiles(); ++tile) {
       const TileCells tc = tile_cells(tile, g);
       const int n = tc.count(), w = tc.width();
-      rays.load(rays_o, rays_d, tc, g);
+      row.rays.load(rays_o, rays_d, tc, g);
       std::fill(row_active.begin(), row_active.begin() + (tc.y1 - tc.y0), w);
       std::fill(T.begin(), T.begin() + n, 1.0f);
       std::fill(acc_c.begin(), acc_c.begin() + static_cast<size_t>(n) * C, 0.0f);
@@ -163,12 +173,11 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
         for (int r = r0; r <= r1; ++r) {
           if (row_active[r - tc.y0] == 0) continue;
           const int k0 = (r - tc.y0) * w + lc0;
-          if (!eval_row(sg, rays, k0, l1 + 1, tc.x0 + lc0 + 0.5f, r + 0.5f, t_min, t_max, row_alpha.data(),
-                        row_t.data(), row_sign.data()))
+          if (!row(sg, k0, l1 + 1, tc.x0 + lc0 + 0.5f, r + 0.5f, t_min, t_max))
             continue;
           for (int l = l0; l <= l1; ++l) {
             const int k = k0 + l;
-            const float a = row_alpha[l];
+            const float a = row.alpha[l];
             if (a == 0.0f || done[k]) continue;
             const float next_T = T[k] * (1.0f - a);
             if (next_T <= T_MIN) {
@@ -180,13 +189,13 @@ void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, Sur
             const float wgt = a * T[k];
             float* ac = acc_c.data() + static_cast<size_t>(k) * C;
             for (int ch = 0; ch < C; ++ch) ac[ch] += wgt * feat[ch];
-            acc_t[k] += wgt * row_t[l];
-            const float sw = wgt * row_sign[l];
+            acc_t[k] += wgt * row.t_hit[l];
+            const float sw = wgt * row.sign[l];
             acc_n[3 * k] += sw * sg.normal.x;
             acc_n[3 * k + 1] += sw * sg.normal.y;
             acc_n[3 * k + 2] += sw * sg.normal.z;
             if (T[k] > MEDIAN_T) {
-              med[k] = row_t[l];
+              med[k] = row.t_hit[l];
               mpos[k] = pos;
             }
             T[k] = next_T;
@@ -226,13 +235,12 @@ void rasterize_backward(const float* rays_o, const float* rays_d, TileGrid g, Su
     // the sums of what lies behind it.
     std::vector<float> T(n_max), S_c(static_cast<size_t>(n_max) * C), S_t(n_max), S_n(3 * n_max);
     std::vector<float> d_feat(C);
-    std::vector<float> row_alpha(g.tw + LANES), row_t(g.tw + LANES), row_sign(g.tw + LANES);
-    TileRays rays(n_max);
+    RowEval row(g);
 #pragma omp for schedule(dynamic, 1)
     for (int tile = 0; tile < g.num_tiles(); ++tile) {
       const TileCells tc = tile_cells(tile, g);
       const int n = tc.count(), w = tc.width();
-      rays.load(rays_o, rays_d, tc, g);
+      row.rays.load(rays_o, rays_d, tc, g);
       int max_last = 0;
       for (int r = tc.y0; r < tc.y1; ++r)
         for (int c = tc.x0; c < tc.x1; ++c) {
@@ -259,18 +267,17 @@ void rasterize_backward(const float* rays_o, const float* rays_d, TileGrid g, Su
         const int lc0 = (c0 - tc.x0) / LANES * LANES;
         for (int r = r0; r <= r1; ++r) {
           const int k0 = (r - tc.y0) * w + lc0;
-          if (!eval_row(sg, rays, k0, c1 - tc.x0 - lc0 + 1, tc.x0 + lc0 + 0.5f, r + 0.5f, t_min, t_max,
-                        row_alpha.data(), row_t.data(), row_sign.data()))
+          if (!row(sg, k0, c1 - tc.x0 - lc0 + 1, tc.x0 + lc0 + 0.5f, r + 0.5f, t_min, t_max))
             continue;
           for (int c = c0; c <= c1; ++c) {
             const int64_t ray = static_cast<int64_t>(r) * g.cols + c;
             const int l = c - tc.x0 - lc0;
-            if (row_alpha[l] == 0.0f || pos >= last[ray]) continue;
+            if (row.alpha[l] == 0.0f || pos >= last[ray]) continue;
             const int k = k0 + l;
-            const Vec3 d{rays.dx[k], rays.dy[k], rays.dz[k]};
+            const Vec3 d{row.rays.dx[k], row.rays.dy[k], row.rays.dz[k]};
             Hit h;
-            eval_hit(origin_terms(Vec3{rays.ox[k], rays.oy[k], rays.oz[k]}, sg), d, c + 0.5f, r + 0.5f, sg, t_min,
-                     t_max, h);
+            const Vec3 o{row.rays.ox[k], row.rays.oy[k], row.rays.oz[k]};
+            eval_hit(origin_terms(o, sg), d, c + 0.5f, r + 0.5f, sg, t_min, t_max, h);
             const float one_minus = 1.0f - h.alpha;
             const float T_i = T[k] / one_minus;
             const float wgt = h.alpha * T_i;

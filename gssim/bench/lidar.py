@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from gssim.bench import median_time
 from gssim.core.surfels import Surfels
 from gssim.render import native, render
 from gssim.sensors.base import ALPHA_MIN
@@ -55,15 +56,6 @@ def street_scene(n: int, seed: int) -> Surfels:
     return street_surfels(n, seed=seed, channels=3)
 
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def _loss(out) -> torch.Tensor:
     return out.range.sum() * 1e-2 + out.alpha.sum() + out.features.sum() + out.normal.sum() + \
         out.median_range.sum() * 1e-2
@@ -72,7 +64,7 @@ def _loss(out) -> torch.Tensor:
 def time_forward(surfels: Surfels, lidar, T, backend: str, repeats: int) -> Timing:
     with torch.no_grad():
         render(surfels, lidar, T, backend=backend)          # warm-up
-        sec = _median_time(lambda: render(surfels, lidar, T, backend=backend), repeats)
+        sec = median_time(lambda: render(surfels, lidar, T, backend=backend), repeats)
     return Timing(sec, lidar.rows * lidar.cols)
 
 
@@ -142,7 +134,7 @@ def time_open3d(surfels: Surfels, lidar, T, repeats: int) -> tuple[Timing, float
     rays_o3d = o3d.core.Tensor(rays)
     scene.cast_rays(rays_o3d)                                 # builds the BVH
     build = time.perf_counter() - t0
-    sec = _median_time(lambda: scene.cast_rays(rays_o3d), repeats)
+    sec = median_time(lambda: scene.cast_rays(rays_o3d), repeats)
     t_hit = scene.cast_rays(rays_o3d)["t_hit"].numpy()
     hit = float((t_hit < lidar.t_max).mean())
     return Timing(sec, rays.shape[0]), build, hit

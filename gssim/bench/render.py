@@ -9,22 +9,13 @@ import time
 
 import torch
 
+from gssim.bench import median_time
 from gssim.bench.street import street_camera_pose, street_surfels
 from gssim.core.surfels import Surfels
 from gssim.render.api import rasterize
 from gssim.render.pipeline import build_rays, prepare_surfels
 from gssim.sensors import FisheyeCamera, PinholeCamera
 from gssim.sensors.base import Sensor
-
-
-def _median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def _camera(model: str, width: int, height: int) -> Sensor:
@@ -53,10 +44,10 @@ def time_backend(surfels: Surfels, cam: Sensor, backend: str, repeats: int) -> d
         return sum((o * w).sum() for o, w in zip(outs, weights))
 
     with torch.no_grad():
-        t_fwd = _median_time(forward, repeats)
+        t_fwd = median_time(forward, repeats)
         geom, _ = forward()
-        t_prep = _median_time(lambda: prepare_surfels(s, cam, grid), repeats)
-        t_raster = _median_time(lambda: rasterize(grid, geom, cam, backend), repeats)
+        t_prep = median_time(lambda: prepare_surfels(s, cam, grid), repeats)
+        t_raster = median_time(lambda: rasterize(grid, geom, cam, backend), repeats)
     state = {}
 
     def make_graph():

@@ -18,6 +18,22 @@ from gssim.sensors.base import Sensor
 Tensor = torch.Tensor
 
 
+def _conic_box(m: Tensor, a: Tensor, b: Tensor, A: Tensor) -> Tensor:
+    """Bounding box (N, 4) = x0, x1, y0, y1 on the plane z = 1 of the central projection of
+    the ellipses m + a cos(s) + b sin(s) (all (N, 3), wholly in front of the camera).
+
+    x0 is reached iff (a_x - x0 a_z)^2 + (b_x - x0 b_z)^2 >= (m_x - x0 m_z)^2, a quadratic
+    in x0 with leading coefficient A = m_z^2 - a_z^2 - b_z^2 > 0 (likewise y0).
+    """
+    extents = []
+    for i in (0, 1):
+        B = m[:, i] * m[:, 2] - a[:, i] * a[:, 2] - b[:, i] * b[:, 2]
+        C = m[:, i] ** 2 - a[:, i] ** 2 - b[:, i] ** 2
+        root = torch.sqrt((B * B - A * C).clamp(min=0))
+        extents += [(B - root) / A, (B + root) / A]
+    return torch.stack(extents, -1)
+
+
 class Camera(Sensor):
     """Common part of the camera models; use a subclass."""
 
@@ -120,21 +136,13 @@ class PinholeCamera(Camera):
 
     def support_param_box(self, corners, centre, radius):
         # Where the support ellipse lies wholly in front, its projection is a conic with an
-        # exact bounding box: x0 is reached iff (a_x - x0 a_z)^2 + (b_x - x0 b_z)^2 >=
-        # (m_x - x0 m_z)^2 (m: centre, a, b: the ellipse's semi-axes).
+        # exact bounding box (m: centre, a, b: the ellipse's semi-axes).
         a = (corners[:, 0] - corners[:, 3]) / 2
         b = (corners[:, 0] - corners[:, 1]) / 2
         m = centre
         A = m[:, 2] ** 2 - a[:, 2] ** 2 - b[:, 2] ** 2
         conic_ok = (A > 1e-9) & (m[:, 2] > 0)
-        As = torch.where(conic_ok, A, torch.ones_like(A))
-        extents = []
-        for i in (0, 1):
-            B = m[:, i] * m[:, 2] - a[:, i] * a[:, 2] - b[:, i] * b[:, 2]
-            C = m[:, i] ** 2 - a[:, i] ** 2 - b[:, i] ** 2
-            root = torch.sqrt((B * B - As * C).clamp(min=0))
-            extents += [(B - root) / As, (B + root) / As]
-        box = torch.stack(extents, -1)
+        box = _conic_box(m, a, b, torch.where(conic_ok, A, torch.ones_like(A)))
         empty = torch.zeros_like(conic_ok)
         rest = (~conic_ok).nonzero()[:, 0]
         if len(rest):
@@ -157,13 +165,7 @@ class PinholeCamera(Camera):
         tb = torch.tan(beta.clamp(max=math.pi / 2 - 1e-6))[:, None]
         a, b = tb * u, tb * v
         A = torch.where(full | empty, torch.ones_like(dist), w[:, 2] ** 2 - a[:, 2] ** 2 - b[:, 2] ** 2).clamp(min=1e-12)
-        extents = []
-        for i in (0, 1):
-            B = w[:, i] * w[:, 2] - a[:, i] * a[:, 2] - b[:, i] * b[:, 2]
-            C = w[:, i] ** 2 - a[:, i] ** 2 - b[:, i] ** 2
-            root = torch.sqrt((B * B - A * C).clamp(min=0))
-            extents += [(B - root) / A, (B + root) / A]
-        return torch.stack(extents, -1), empty, full
+        return _conic_box(w, a, b, A), empty, full
 
     def _clipped_quad_box(self, corners: Tensor) -> tuple[Tensor, Tensor]:
         """Parameter box of support quads crossing the camera plane: rays hit only at

@@ -20,7 +20,7 @@ import numpy as np
 from gssim.data.poses import PoseTrack
 from gssim.synth.config import SynthConfig, WorldConfig
 from gssim.synth.geometry import MeshBuilder, box, cylinder, cylinder_y, ellipsoid, quad_xy
-from gssim.synth.materials import MATERIAL_IDS, ObjectParams
+from gssim.synth.materials import ObjectParams
 
 logger = logging.getLogger(__name__)
 

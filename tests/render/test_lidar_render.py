@@ -337,7 +337,7 @@ def test_moving_sweep_footprints_lose_nothing(yaw_deg, dx):
     """The pipeline's footprints of a sweep taken while the sensor drives and turns lose
     nothing against records covering the whole grid."""
     from gssim.render.api import rasterize
-    from gssim.render.pipeline import _to_sensor, build_rays, prepare_surfels
+    from gssim.render.pipeline import build_rays, prepare_surfels
     lidar = small_lidar()
     T0 = torch.eye(4, dtype=torch.float64)
     T0[2, 3] = 0.2

@@ -80,22 +80,26 @@ def test_native_matches_reference(model, channels):
         assert_grads_match(g_nat, g_ref, name)
 
 
+def assert_footprints_lose_nothing(cam, surfels, T0, T1=None):
+    """Rendering (reference) with the pipeline's footprints equals rendering with boxes
+    covering the whole grid: no touched cell is left out of a surfel's records."""
+    grid = build_rays(cam, T0, T1)
+    geom = prepare_surfels(surfels, cam, grid)
+    full = torch.tensor([[i, 0, cam.rows - 1, 0, cam.cols - 1, 0] for i in range(len(surfels))], dtype=torch.int32)
+    args = (grid.rays_o, grid.rays_d, cam.rows, cam.cols, geom.means, geom.axis_u, geom.axis_v, geom.normals,
+            geom.opacities, geom.features, geom.means2d, geom.depth_keys)
+    for x, y in zip(rasterize_reference(*args, geom.records, cam.t_min, cam.t_max),
+                    rasterize_reference(*args, full, cam.t_min, cam.t_max)):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-6)
+    return geom
+
+
 @pytest.mark.parametrize("model", sorted(CAMERAS))
 def test_footprints_are_conservative(model):
     """Rendering with the sensor's footprints equals rendering with whole-grid boxes."""
-    cam = CAMERAS[model]()
     surfels = random_surfels(80, seed=3, spread=1.5, centre=(0.0, 0.0, 1.5))
-    grid = build_rays(cam, torch.eye(4, dtype=torch.float64), _end_pose())
-    geom = prepare_surfels(surfels, cam, grid)
-    n = len(surfels)
-    full = torch.tensor([[i, 0, cam.rows - 1, 0, cam.cols - 1, 0] for i in range(n)], dtype=torch.int32)
-    args = (grid.rays_o, grid.rays_d, cam.rows, cam.cols, geom.means, geom.axis_u, geom.axis_v, geom.normals,
-            geom.opacities, geom.features, geom.means2d, geom.depth_keys)
-    with_fp = rasterize_reference(*args, geom.records, cam.t_min, cam.t_max)
-    everywhere = rasterize_reference(*args, full, cam.t_min, cam.t_max)
-    assert geom.records.shape[0] <= n
-    for a, b in zip(with_fp, everywhere):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+    geom = assert_footprints_lose_nothing(CAMERAS[model](), surfels, torch.eye(4, dtype=torch.float64), _end_pose())
+    assert geom.records.shape[0] <= len(surfels)
 
 
 @pytest.mark.parametrize("model, shift", [("opencv", (0.8, 0.3, 0.5)), ("fisheye", (0.8, -3.3, 0.6))])
@@ -115,16 +119,7 @@ def test_rolling_shutter_footprints_lose_nothing(model, shift):
     T1[:3, 3] = torch.tensor(shift, dtype=torch.float64)
     for seed in (0, 1, 8):
         surfels = random_surfels(150, seed=seed, spread=1.5, centre=(0.0, 0.0, 2.0 if model == "opencv" else 1.5))
-        grid = build_rays(cam, torch.eye(4, dtype=torch.float64), T1)
-        geom = prepare_surfels(surfels, cam, grid)
-        n = len(surfels)
-        full = torch.tensor([[i, 0, cam.rows - 1, 0, cam.cols - 1, 0] for i in range(n)], dtype=torch.int32)
-        args = (grid.rays_o, grid.rays_d, cam.rows, cam.cols, geom.means, geom.axis_u, geom.axis_v, geom.normals,
-                geom.opacities, geom.features, geom.means2d, geom.depth_keys)
-        got = rasterize_reference(*args, geom.records, cam.t_min, cam.t_max)
-        want = rasterize_reference(*args, full, cam.t_min, cam.t_max)
-        for x, y in zip(got, want):
-            torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-6)
+        assert_footprints_lose_nothing(cam, surfels, torch.eye(4, dtype=torch.float64), T1)
 
 
 @pytest.mark.parametrize("seed", [3, 8])
@@ -133,14 +128,7 @@ def test_wide_fisheye_footprints_are_conservative(seed):
     directions all around the axis while its bounding cap holds the pole."""
     cam = gssim.FisheyeCamera(48, 36, 10, 10, 24, 18, distortion=[0.02, 0.0, 0.0, 0.0])
     surfels = random_surfels(200, seed=seed, spread=2.0, centre=(0.0, 0.0, 0.5))
-    grid = build_rays(cam, torch.eye(4, dtype=torch.float64))
-    geom = prepare_surfels(surfels, cam, grid)
-    full = torch.tensor([[i, 0, cam.rows - 1, 0, cam.cols - 1, 0] for i in range(len(surfels))], dtype=torch.int32)
-    args = (grid.rays_o, grid.rays_d, cam.rows, cam.cols, geom.means, geom.axis_u, geom.axis_v, geom.normals,
-            geom.opacities, geom.features, geom.means2d, geom.depth_keys)
-    for x, y in zip(rasterize_reference(*args, geom.records, cam.t_min, cam.t_max),
-                    rasterize_reference(*args, full, cam.t_min, cam.t_max)):
-        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-6)
+    assert_footprints_lose_nothing(cam, surfels, torch.eye(4, dtype=torch.float64))
 
 
 def _fronto_parallel(opacity=0.8, z=4.0, sigma=0.6, colour=(0.2, 0.5, 0.9), x=0.0):
