@@ -7,17 +7,7 @@ import numpy as np
 import pytest
 
 from gssim.data import Log, LogWriter, load_log
-
-N_FRAMES = 3  # as in conftest.tiny_log
-
-
-def pose(x=0.0, y=0.0, z=0.0, yaw=0.0) -> np.ndarray:
-    T = np.eye(4)
-    c, s = np.cos(yaw), np.sin(yaw)
-    T[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
-    T[:3, 3] = [x, y, z]
-    return T
-
+from tests.data.conftest import N_FRAMES, pose
 
 def test_round_trip_sensors_frames_files(tiny_log):
     root, w = tiny_log
