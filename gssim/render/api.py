@@ -1,6 +1,7 @@
 """``gssim.render``: compose rays and surfels, rasterize on a backend, finish outputs."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -12,6 +13,7 @@ from gssim.render.reference import rasterize_reference
 from gssim.sensors.base import Sensor
 
 Tensor = torch.Tensor
+log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "cpu", "cuda", "torch")
 
@@ -45,9 +47,16 @@ def _pick_backend(backend: str, device: torch.device) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"render: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
-        return "cuda" if device.type == "cuda" else "cpu"
-    if backend in ("cpu", "cuda") and device.type != backend:
-        raise ValueError(f"render: backend {backend!r} needs surfels on {backend}, they are on {device}")
+        backend = device.type if native.available(device.type) else "torch"
+        if backend == "torch":
+            log.warning("render: no native %s kernels in this build; using the (slow) torch reference",
+                        device.type)
+    if backend in ("cpu", "cuda"):
+        if device.type != backend:
+            raise ValueError(f"render: backend {backend!r} needs surfels on {backend}, they are on {device}")
+        if not native.available(backend):
+            raise RuntimeError(f"render: this build of gssim has no native {backend} kernels "
+                               f"({native.NATIVE_ERROR or 'not compiled'}); use backend='torch'")
     return backend
 
 

@@ -12,9 +12,10 @@ except ImportError as err:  # the package was not built
     NATIVE_ERROR = err
 
 
-def available() -> bool:
-    """True when the native extension is built and importable."""
-    return NATIVE_ERROR is None
+def available(device_type: str = "cpu") -> bool:
+    """True when the native extension is built with kernels for ``device_type``."""
+    return NATIVE_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "gssim::rasterize_fwd", device_type.upper())
 
 
 class _Rasterize(torch.autograd.Function):
