@@ -13,7 +13,7 @@ import logging
 import torch
 from torch import nn
 
-from gssim.core.transforms import interpolate_pose
+from gssim.render.pipeline import build_rays
 
 Tensor = torch.Tensor
 
@@ -71,22 +71,14 @@ class LidarReturnDecoder(nn.Module):
 
 
 def _cell_poses(lidar, T_world_sensor, T_world_sensor_end) -> Tensor:
-    """(B, A, 4, 4) float64 pose of every cell (the start pose repeated when static)."""
-    T0 = torch.as_tensor(T_world_sensor, dtype=torch.float64)
-    B, A = lidar.shape
-    if T_world_sensor_end is None or lidar.is_instant:
-        return T0.expand(B, A, 4, 4)
-    T1 = torch.as_tensor(T_world_sensor_end, dtype=torch.float64)
-    fr = lidar.cell_fractions().double()
-    uniq, inv = torch.unique(fr, return_inverse=True)
-    return interpolate_pose(T0, T1, uniq)[inv]
+    """(B, A, 4, 4) float64 pose of every cell, as the renderer interpolates them."""
+    grid = build_rays(lidar, T_world_sensor, T_world_sensor_end)
+    return grid.cell_poses[grid.cell_pose_index]
 
 
 def world_ray_directions(lidar, T_world_sensor, T_world_sensor_end=None) -> Tensor:
     """(B, A, 3) float32 world-frame unit ray directions, with each cell's own pose."""
-    poses = _cell_poses(lidar, T_world_sensor, T_world_sensor_end)
-    d = lidar.ray_directions().double()
-    return (poses[..., :3, :3] @ d[..., None])[..., 0].float()
+    return build_rays(lidar, T_world_sensor, T_world_sensor_end).rays_d.reshape(*lidar.shape, 3)
 
 
 def incidence_cosine(normal: Tensor, lidar, T_world_sensor, T_world_sensor_end=None) -> Tensor:
