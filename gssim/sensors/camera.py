@@ -143,8 +143,8 @@ class PinholeCamera(Camera):
         A = m[:, 2] ** 2 - a[:, 2] ** 2 - b[:, 2] ** 2
         conic_ok = (A > 1e-9) & (m[:, 2] > 0)
         box = _conic_box(m, a, b, torch.where(conic_ok, A, torch.ones_like(A)))
-        empty = torch.zeros_like(conic_ok)
-        rest = (~conic_ok).nonzero()[:, 0]
+        empty = (corners[..., 2] <= 0).all(-1)  # wholly behind the camera plane
+        rest = (~conic_ok & ~empty).nonzero()[:, 0]
         if len(rest):
             box[rest], empty[rest] = self._clipped_quad_box(corners[rest])
         return box, empty, torch.zeros_like(empty)
