@@ -102,11 +102,11 @@ class Sensor(ABC):
         """
 
     @abstractmethod
-    def cap_param_box(self, centre: Tensor, radius: Tensor, extra_angle: Tensor
-                      ) -> tuple[Tensor, Tensor, Tensor]:
-        """Parameter box of every direction within asin(radius / |centre|) + extra_angle of
-        each centre's direction (bounding spheres seen from a moving sensor).  Same outputs
-        as ``support_param_box``."""
+    def moving_param_box(self, corners: Tensor, centre: Tensor, radius: Tensor, translation: Tensor,
+                         rotation: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Parameter box of surfel supports seen from any pose that is at most
+        ``translation`` (N,) metres and ``rotation`` (N,) radians away from the pose of the
+        inputs (same inputs and outputs as ``support_param_box``)."""
 
     # --- shared machinery --------------------------------------------------------
     def param_box_to_cells(self, box: Tensor) -> Tensor:
@@ -139,7 +139,7 @@ class Sensor(ABC):
         if motion is None:
             box, empty, full = self.support_param_box(corners, centre, radius)
         else:
-            box, empty, full = self.cap_param_box(centre, radius + motion[0], motion[1])
+            box, empty, full = self.moving_param_box(corners, centre, radius, motion[0], motion[1])
         cells = self.param_box_to_cells(box)
         big = torch.tensor([0, self.rows - 1, 0, self.cols - 1])
         cells = torch.where(full[:, None], big, cells)

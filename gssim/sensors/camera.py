@@ -34,6 +34,19 @@ def _conic_box(m: Tensor, a: Tensor, b: Tensor, A: Tensor) -> Tensor:
     return torch.stack(extents, -1)
 
 
+_QUAD_EDGES = torch.tensor([[0, 1], [1, 2], [2, 3], [3, 0]])
+# Half-angle (rad) above which a moving surfel's bounding-sphere cap is replaced by its
+# grown rectangle (tighter for large, flat supports; costlier to bound).
+_LOOSE_CAP = math.radians(2.0)
+# The cube of sign triples (x, y, z) in lexicographic order, and its edges.
+_CUBE_SIGNS = torch.tensor([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)])
+_CUBE_EDGES = [(i, j) for i in range(8) for j in range(i + 1, 8) if bin(i ^ j).count("1") == 1]
+# Edges of a rectangle grown by a cube (vertex q * 8 + c: rectangle corner q moved by
+# cube vertex c): rectangle edges at every cube vertex, cube edges at every corner.
+_GROWN_QUAD_EDGES = torch.tensor([(a * 8 + c, b * 8 + c) for a, b in _QUAD_EDGES.tolist() for c in range(8)] +
+                                 [(q * 8 + a, q * 8 + b) for q in range(4) for a, b in _CUBE_EDGES])
+
+
 class Camera(Sensor):
     """Common part of the camera models; use a subclass."""
 
@@ -149,42 +162,66 @@ class PinholeCamera(Camera):
             box[rest], empty[rest] = self._clipped_quad_box(corners[rest])
         return box, empty, torch.zeros_like(empty)
 
-    def cap_param_box(self, centre, radius, extra_angle):
-        # The cone of half-angle beta about the centre direction meets the plane z = 1 in a
-        # conic: the same bounds as a disc of radius tan(beta) about the unit direction.
+    def moving_param_box(self, corners, centre, radius, translation, rotation):
+        # A turn by at most `rotation` moves a point at distance d by at most d * rotation:
+        # every pose sees the support within `reach` of where the inputs put it.
         dist = centre.norm(dim=-1).clamp(min=1e-12)
+        reach = translation + (dist + radius) * rotation
+        grown = radius + reach
         w = centre / dist[:, None]
-        beta = torch.asin((radius / dist).clamp(max=1.0)) + extra_angle
+        beta = torch.asin((grown / dist).clamp(max=1.0))
         off_axis = torch.acos(w[:, 2].clamp(-1, 1))
-        full = (dist <= radius) | (off_axis + beta >= math.pi / 2 - 1e-6)
-        empty = (off_axis - beta >= math.pi / 2) & ~full
+        crossing = off_axis + beta >= math.pi / 2 - 1e-6
+        # Wholly in front: the cone of half-angle beta about the centre direction meets the
+        # plane z = 1 in a conic, bounded as a disc of radius tan(beta) about the direction.
         helper = torch.where(w[:, 2:3].abs() < 0.9, torch.tensor([0.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 0.0]))
         u = torch.linalg.cross(w, helper.to(w.dtype).expand_as(w))
         u = u / u.norm(dim=-1, keepdim=True)
         v = torch.linalg.cross(w, u)
         tb = torch.tan(beta.clamp(max=math.pi / 2 - 1e-6))[:, None]
         a, b = tb * u, tb * v
-        A = torch.where(full | empty, torch.ones_like(dist), w[:, 2] ** 2 - a[:, 2] ** 2 - b[:, 2] ** 2).clamp(min=1e-12)
-        return _conic_box(w, a, b, A), empty, full
+        A = torch.where(crossing, torch.ones_like(dist), w[:, 2] ** 2 - a[:, 2] ** 2 - b[:, 2] ** 2)
+        box = _conic_box(w, a, b, A.clamp(min=1e-12))
+        empty = torch.zeros_like(crossing)
+        # Near the camera plane, or large enough for the sphere to be loose: the rectangle
+        # grown by a cube of half-size `reach` (a convex polytope, its edges those of the
+        # rectangle and of the cube), clipped and projected.
+        rest = (crossing | (beta > _LOOSE_CAP)).nonzero()[:, 0]
+        if len(rest):
+            verts = corners[rest, :, None, :] + reach[rest, None, None, None] * _CUBE_SIGNS.to(corners.dtype)
+            box[rest], empty[rest] = self._clipped_polytope_box(verts.flatten(1, 2), _GROWN_QUAD_EDGES)
+        return box, empty, torch.zeros_like(empty)
 
     def _clipped_quad_box(self, corners: Tensor) -> tuple[Tensor, Tensor]:
-        """Parameter box of support quads crossing the camera plane: rays hit only at
-        t > t_min, i.e. depth z > t_min * min(d_z), so clip the quad to that half-space
-        (Sutherland-Hodgman) and bound the central projection of what is left."""
+        """Parameter box of support quads (N, 4, 3) crossing the camera plane."""
+        return self._clipped_polytope_box(corners, _QUAD_EDGES)
+
+    def _clipped_polytope_box(self, verts: Tensor, edges: Tensor) -> tuple[Tensor, Tensor]:
+        """Parameter box of convex polytopes (N, V, 3) with edges (E, 2): rays hit only at
+        t > t_min, i.e. depth z > t_min * min(d_z), so clip them to that half-space and
+        bound the central projection of what is left (its vertices and edge cuts)."""
         zc = self.t_min * float(self._dirs[..., 2].min())
-        nxt = torch.roll(corners, -1, dims=1)
-        z0, z1 = corners[..., 2], nxt[..., 2]
-        inside = z0 >= zc
-        crossing = (z0 >= zc) != (z1 >= zc)
-        s = ((zc - z0) / torch.where(crossing, z1 - z0, torch.ones_like(z0))).clamp(0, 1)
-        cut = corners + s[..., None] * (nxt - corners)
-        pts = torch.cat([corners, cut], 1)                   # (N, 8, 3)
-        keep = torch.cat([inside, crossing], 1)
-        zs = pts[..., 2].clamp(min=zc)
-        p = pts[..., :2] / zs[..., None]
-        inf = torch.tensor(float("inf"), dtype=p.dtype)
-        lo = torch.where(keep[..., None], p, inf).amin(1)
-        hi = torch.where(keep[..., None], p, -inf).amax(1)
+        in_front = (verts[..., 2] >= zc).all(-1)
+        if in_front.all():  # nothing to clip: the vertices bound the projection
+            proj = verts[..., :2] / verts[..., 2:3]
+            box = torch.stack([proj[..., 0].amin(1), proj[..., 0].amax(1), proj[..., 1].amin(1),
+                               proj[..., 1].amax(1)], -1)
+            return box, torch.zeros_like(in_front)
+        if in_front.any():
+            box, empty = torch.zeros(len(verts), 4, dtype=verts.dtype), torch.zeros_like(in_front)
+            for part in (in_front, ~in_front):
+                box[part], empty[part] = self._clipped_polytope_box(verts[part], edges)
+            return box, empty
+        p, q = verts[:, edges[:, 0]], verts[:, edges[:, 1]]
+        zp, zq = p[..., 2], q[..., 2]
+        crossing = (zp >= zc) != (zq >= zc)
+        s = ((zc - zp) / torch.where(crossing, zq - zp, torch.ones_like(zp))).clamp(0, 1)
+        pts = torch.cat([verts, p + s[..., None] * (q - p)], 1)
+        keep = torch.cat([verts[..., 2] >= zc, crossing], 1)
+        proj = pts[..., :2] / pts[..., 2:3].clamp(min=zc)
+        inf = torch.tensor(float("inf"), dtype=proj.dtype)
+        lo = torch.where(keep[..., None], proj, inf).amin(1)
+        hi = torch.where(keep[..., None], proj, -inf).amax(1)
         box = torch.stack([lo[:, 0], hi[:, 0], lo[:, 1], hi[:, 1]], -1)
         empty = ~keep.any(1)
         return torch.where(empty[:, None], torch.zeros_like(box), box), empty
@@ -293,10 +330,12 @@ class FisheyeCamera(Camera):
         empty = (th0 > self._theta_max + 1e-6) & ~full
         return self._sector_box(th0, th1, b["az_lo"], b["az_hi"], around_axis), empty, full
 
-    def cap_param_box(self, centre, radius, extra_angle):
+    def moving_param_box(self, corners, centre, radius, translation, rotation):
+        # The bounding sphere grown by the translation, its cap widened by the rotation.
+        radius = radius + translation
         dist = centre.norm(dim=-1)
         full = dist <= radius * 1.0001
-        beta = torch.asin((radius / dist.clamp(min=1e-12)).clamp(max=1.0)) + extra_angle
+        beta = torch.asin((radius / dist.clamp(min=1e-12)).clamp(max=1.0)) + rotation
         r = torch.sqrt(centre[:, 0] ** 2 + centre[:, 1] ** 2)
         theta_a = torch.atan2(r, centre[:, 2])
         phi_a = torch.atan2(centre[:, 1], centre[:, 0])

@@ -264,8 +264,8 @@ class SpinningLidar(Lidar):
         """
         return self._sweep_box(angular_bounds(corners, centre, radius), radius)
 
-    def cap_param_box(self, centre, radius, extra_angle):
-        b = moving_cap_bounds(centre, torch.zeros_like(radius), radius, extra_angle)
+    def moving_param_box(self, corners, centre, radius, translation, rotation):
+        b = moving_cap_bounds(centre, radius, translation, rotation)
         return self._sweep_box(b, radius)
 
     def _sweep_box(self, b: dict[str, Tensor], radius: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -487,8 +487,8 @@ class SolidStateLidar(Lidar):
         row = (self._v_half - el) / self._v_res
         return torch.stack([col, row], -1), valid
 
-    def cap_param_box(self, centre, radius, extra_angle):
-        b = moving_cap_bounds(centre, torch.zeros_like(radius), radius, extra_angle)
+    def moving_param_box(self, corners, centre, radius, translation, rotation):
+        b = moving_cap_bounds(centre, radius, translation, rotation)
         return self._angle_box(b, radius)
 
     def support_param_box(self, corners, centre, radius):
