@@ -122,6 +122,23 @@ def test_rolling_shutter_footprints_lose_nothing(model, shift):
         assert_footprints_lose_nothing(cam, surfels, torch.eye(4, dtype=torch.float64), T1)
 
 
+def test_rolling_shutter_footprints_stay_tight():
+    """Motion widens footprints by what the motion can do, not to whole images: a street
+    camera at 15 m/s with a 30 ms readout bins at most twice the cells of a still one
+    (before surfels near the camera plane were bounded as grown rectangles, hundreds of
+    times as many)."""
+    from gssim.bench.street import street_camera_pose, street_surfels
+    surfels = street_surfels(20000)
+
+    def cells(readout_s):
+        cam = gssim.PinholeCamera(160, 90, 100, 100, 80, 45, rolling_shutter_s=readout_s)
+        grid = build_rays(cam, street_camera_pose(2.0), street_camera_pose(2.0 + 15.0 * readout_s))
+        r = prepare_surfels(surfels, cam, grid).records.long()
+        return int(((r[:, 2] - r[:, 1] + 1) * (r[:, 4] - r[:, 3] + 1)).sum())
+
+    assert cells(0.03) < 2 * cells(0.0)
+
+
 @pytest.mark.parametrize("seed", [3, 8])
 def test_wide_fisheye_footprints_are_conservative(seed):
     """Large surfels near the optical axis of a 170-degree fisheye: the support may hold
