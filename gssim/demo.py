@@ -108,7 +108,7 @@ def _render_lidar(surfels, lcfg: dict, ego: dict, out: Path, backend: str) -> li
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="render the bundled scene through every camera model to PNGs")
+    p = subparsers.add_parser("demo", help="render the bundled scene through every camera model and a LiDAR to PNGs")
     p.add_argument("--preset", type=Path, default=SCENES / "demo.json")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
     p.add_argument("--backend", default="auto", choices=["auto", "cpu", "torch"])
