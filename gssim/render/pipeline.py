@@ -73,9 +73,12 @@ def build_rays(sensor: Sensor, T_world_sensor, T_world_sensor_end=None) -> RayGr
         translation = float((T1[:3, 3] - T0[:3, 3]).norm())
         cos_angle = ((T0[:3, :3].T @ T1[:3, :3]).trace() - 1) / 2
         rotation = float(torch.arccos(cos_angle.clamp(-1, 1)))
-    Rot = poses[index]                                    # (H, W, 4, 4)
-    rays_d = (Rot[..., :3, :3] @ dirs[..., None])[..., 0]
-    rays_o = Rot[..., :3, 3]
+    if len(poses) == 1:
+        rays_d = dirs @ T0[:3, :3].T
+        rays_o = T0[:3, 3].expand_as(rays_d)
+    else:
+        rays_d = (poses[:, :3, :3][index] @ dirs[..., None])[..., 0]
+        rays_o = poses[:, :3, 3][index]
     return RayGrid(rays_o=rays_o.reshape(-1, 3).float().contiguous(),
                    rays_d=rays_d.reshape(-1, 3).float().contiguous(),
                    depth_scale=sensor.depth_scale().reshape(-1).float(),
