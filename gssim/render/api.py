@@ -4,18 +4,22 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from gssim.core.surfels import Surfels
+from gssim.core.transforms import check_rigid
 from gssim.render import native
 from gssim.render.pipeline import RayGrid, SurfelGeometry, build_rays, prepare_surfels
 from gssim.render.reference import rasterize_reference
 from gssim.sensors.base import Sensor
+from gssim.sensors.limits import LIMITS
 
 Tensor = torch.Tensor
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "cpu", "cuda", "torch")
+_INT_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 @dataclass
@@ -44,7 +48,7 @@ class LidarOutput:
 
 
 def _pick_backend(backend: str, device: torch.device) -> str:
-    if backend not in BACKENDS:
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise ValueError(f"render: backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         backend = device.type if native.available(device.type) else "torch"
@@ -58,6 +62,43 @@ def _pick_backend(backend: str, device: torch.device) -> str:
             raise RuntimeError(f"render: this build of gssim has no native {backend} kernels "
                                f"({native.NATIVE_ERROR or 'not compiled'}); use backend='torch'")
     return backend
+
+
+def _numeric_tensor(value, name: str) -> Tensor:
+    """A real-valued tensor of a tensor, array or nested list; refuses strings, bools,
+    complex values and tensors without data (the meta device) with a message naming it."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"render: {name} must be numbers (a tensor, array or nested list), got a string {value!r}")
+    if isinstance(value, torch.Tensor):
+        t = value
+    else:
+        try:
+            arr = np.asarray(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"render: {name} must be numbers (a tensor, array or nested list): {exc}") from None
+        if arr.dtype.kind not in "iuf":
+            raise TypeError(f"render: {name} must hold real numbers, got {type(value).__name__} of dtype {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"render: {name} is on the {t.device.type} device; it must hold data on cpu or cuda")
+    if not (t.is_floating_point() or t.dtype in _INT_DTYPES):
+        raise TypeError(f"render: {name} must hold real numbers, got dtype {t.dtype}")
+    return t
+
+
+def _pose(T, name: str) -> Tensor | None:
+    """A (4, 4) float64 CPU pose tensor (the graph is kept); finite, rigid, with its
+    translation within ``LIMITS.max_coordinate_m``."""
+    if T is None:
+        return None
+    T = _numeric_tensor(T, name).to(device="cpu", dtype=torch.float64)
+    check_rigid(T, name)
+    reach = float(T[:3, 3].detach().abs().max())
+    if reach > LIMITS.max_coordinate_m:
+        raise ValueError(f"render: {name} translation reaches {reach:g} m, over the limit of "
+                         f"{LIMITS.max_coordinate_m:g} m (gssim.sensors.LIMITS.max_coordinate_m); float32 "
+                         f"rendering cannot resolve such coordinates")
+    return T
 
 
 def rasterize(grid: RayGrid, geom: SurfelGeometry, sensor: Sensor, backend: str) -> tuple[Tensor, ...]:
@@ -79,20 +120,33 @@ def render(surfels: Surfels, sensor: Sensor, T_world_sensor, T_world_sensor_end=
     or LiDAR sweep); T_world_sensor_end: pose at its end (optional; the pose of each row or
     column is interpolated between them).  background: (C,) colour under the composite
     (cameras; default zeros).  Gradients flow to every Surfels tensor on every backend.
+
+    Arguments are checked before anything is computed: poses must be real-valued, finite,
+    rigid and within ``gssim.sensors.LIMITS.max_coordinate_m``; the background finite;
+    every tensor must hold data (cpu or cuda, not the meta device).
     """
     if not isinstance(surfels, Surfels):
         raise TypeError(f"render: surfels must be gssim.Surfels, got {type(surfels).__name__}")
     if not isinstance(sensor, Sensor):
         raise TypeError(f"render: sensor must be a gssim sensor, got {type(sensor).__name__}")
+    if surfels.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"render: surfels are on the {surfels.device.type} device; they must hold data on cpu "
+                         f"or cuda")
     backend = _pick_backend(backend, surfels.device)
     C = surfels.features.shape[1]
     dev = surfels.device
     if background is None:
         background = torch.zeros(C, device=dev)
-    background = torch.as_tensor(background, dtype=torch.float32, device=dev)
+    background = _numeric_tensor(background, "background").to(dtype=torch.float32, device=dev)
     if background.shape != (C,):
         raise ValueError(f"render: background must have shape ({C},) to match the features, "
                          f"got {tuple(background.shape)}")
+    finite = torch.isfinite(background.detach())
+    if not bool(finite.all()):
+        c = int((~finite).nonzero()[0, 0])
+        raise ValueError(f"render: background must be finite; channel {c} is {float(background[c])}")
+    T_world_sensor = _pose(T_world_sensor, "T_world_sensor")
+    T_world_sensor_end = _pose(T_world_sensor_end, "T_world_sensor_end")
     grid = build_rays(sensor, T_world_sensor, T_world_sensor_end)
     if len(surfels) == 0:
         geom = None

@@ -23,6 +23,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from gssim.sensors.limits import SensorConfigError, check_cells
+
 Tensor = torch.Tensor
 
 # Alpha below which a surfel does not contribute; shared with the native code.
@@ -50,8 +52,11 @@ class Sensor(ABC):
 
     def _finish_grid(self) -> None:
         """Build the per-column and per-row parameter hulls from the ray grid."""
+        name = type(self).__name__
         if self.rows < 1 or self.cols < 1:
-            raise ValueError(f"{type(self).__name__}: grid must be at least 1x1, got {self.rows}x{self.cols}")
+            raise SensorConfigError(name, "shape", f"grid must be at least 1x1, got {self.rows}x{self.cols}")
+        check_cells(name, self.rows, self.cols, "the ray grid")
+        self._check_rays()
         p = self.param(self._dirs)  # (H, W, 2)
         px, py = p[..., 0], p[..., 1]
         col_lo = torch.flip(torch.cummin(torch.flip(px.amin(0), [0]), 0).values, [0])
@@ -60,6 +65,28 @@ class Sensor(ABC):
         row_hi = torch.cummax(py.amax(1), 0).values
         self._col_hull = (col_lo.contiguous(), col_hi.contiguous())
         self._row_hull = (row_lo.contiguous(), row_hi.contiguous())
+
+    def _check_rays(self) -> None:
+        """Every ray must be a finite unit vector, distinct in float32 from its neighbours
+        (what the renderer uses): parameters that overflow (a focal length of 1e-300) or
+        collapse the grid (beams 1e-9 degrees apart) are refused here, for every model."""
+        name = type(self).__name__
+        d = self._dirs
+        if tuple(d.shape) != (self.rows, self.cols, 3):
+            raise SensorConfigError(name, "shape", f"ray grid has shape {tuple(d.shape)}, expected "
+                                                   f"({self.rows}, {self.cols}, 3)")
+        norm = d.norm(dim=-1)
+        if not (torch.isfinite(d).all() and ((norm - 1).abs() < 1e-6).all()):
+            raise SensorConfigError(name, "rays", "ray directions are not finite unit vectors; check the focal "
+                                                  "lengths, distortion and angles")
+        d32 = d.float()
+        same_row = (d32[:, 1:] == d32[:, :-1]).all(-1)
+        same_col = (d32[1:] == d32[:-1]).all(-1)
+        if bool(same_row.any()) or bool(same_col.any()):
+            where = same_row.nonzero()[0].tolist() if bool(same_row.any()) else same_col.nonzero()[0].tolist()
+            raise SensorConfigError(name, "rays", f"neighbouring cells (row {where[0]}, column {where[1]} and the "
+                                                  f"next) have the same float32 ray; the grid is finer than float32 "
+                                                  f"resolves")
 
     # --- the contract -------------------------------------------------------------
     @property

@@ -14,8 +14,14 @@ import torch
 
 from gssim.sensors.angles import angular_bounds
 from gssim.sensors.base import Sensor
+from gssim.sensors.limits import LIMITS, SensorConfigError, check_cells, integer, real, reals
 
 Tensor = torch.Tensor
+
+# Largest normalised image coordinate |(u - c) / f| of a pixel centre (see Camera).
+MAX_NORMALISED = 1e6
+# Longest rolling-shutter readout accepted (s); real sensors read out in tens of ms.
+MAX_READOUT_S = 1.0
 
 
 def _conic_box(m: Tensor, a: Tensor, b: Tensor, A: Tensor) -> Tensor:
@@ -58,28 +64,47 @@ class Camera(Sensor):
                  distortion: list[float] | tuple[float, ...] = (), rolling_shutter_s: float = 0.0,
                  near: float = 0.01, far: float = math.inf) -> None:
         name = type(self).__name__
-        if int(width) != width or int(height) != height or width < 1 or height < 1:
-            raise ValueError(f"{name}: width and height must be positive integers, got {width}x{height}")
-        for key, val in (("fx", fx), ("fy", fy), ("cx", cx), ("cy", cy)):
-            if not math.isfinite(val):
-                raise ValueError(f"{name}: {key} must be finite, got {val}")
-        if fx <= 0 or fy <= 0:
-            raise ValueError(f"{name}: focal lengths must be > 0, got fx={fx}, fy={fy}")
-        distortion = [float(k) for k in distortion]
+        # Types and ranges first, then the grid size against LIMITS: nothing is allocated
+        # before every argument is known to be sane.
+        width = integer(name, "width", width, 1, LIMITS.max_side, " (gssim.sensors.LIMITS.max_side)")
+        height = integer(name, "height", height, 1, LIMITS.max_side, " (gssim.sensors.LIMITS.max_side)")
+        check_cells(name, height, width, "width x height")
+        focal = {}
+        for key, val in (("fx", fx), ("fy", fy)):
+            v = real(name, key, val)
+            if v <= 0:
+                raise SensorConfigError(name, key, f"focal lengths must be > 0, got {key}={v:g}")
+            if v > LIMITS.max_focal_px:
+                raise SensorConfigError(name, key, f"{key}={v:g} pixels is over the limit of {LIMITS.max_focal_px:g} "
+                                                   f"(gssim.sensors.LIMITS.max_focal_px): neighbouring rays would be "
+                                                   f"closer than float32 resolves")
+            focal[key] = v
+        fx, fy = focal["fx"], focal["fy"]
+        cx, cy = real(name, "cx", cx), real(name, "cy", cy)
+        # Normalised coordinates of the outermost pixel centres: beyond MAX_NORMALISED the
+        # rays leave any camera's field of view (a pinhole at 89.99994 degrees off axis) or
+        # overflow (fx = 1e-300 turns every ray into a zero vector).
+        for key, lo, hi, c, f in (("fx", 0.5, width - 0.5, cx, fx), ("fy", 0.5, height - 0.5, cy, fy)):
+            reach = max(abs(lo - c), abs(hi - c)) / f
+            if not reach <= MAX_NORMALISED:
+                raise SensorConfigError(name, key, f"{key}={f:g} with c{key[1]}={c:g} puts pixel centres {reach:.3g} "
+                                                   f"focal lengths off the axis (limit {MAX_NORMALISED:g}); the "
+                                                   f"field of view would reach past 180 degrees")
+        distortion = reals(name, "distortion", distortion, max_len=16)
         if distortion and len(distortion) != self.n_distortion or (self.n_distortion == 0 and distortion):
-            raise ValueError(f"{name}: expected {self.n_distortion} distortion coefficients, got {len(distortion)}")
-        if not all(math.isfinite(k) for k in distortion):
-            raise ValueError(f"{name}: distortion coefficients must be finite")
-        if rolling_shutter_s < 0 or not math.isfinite(rolling_shutter_s):
-            raise ValueError(f"{name}: rolling_shutter_s must be >= 0, got {rolling_shutter_s}")
-        if not 0 < near < far:
-            raise ValueError(f"{name}: need 0 < near < far, got near={near}, far={far}")
-        self.width, self.height = int(width), int(height)
+            raise SensorConfigError(name, "distortion", f"expected {self.n_distortion} distortion coefficients, "
+                                                        f"got {len(distortion)}")
+        rolling_shutter_s = real(name, "rolling_shutter_s", rolling_shutter_s, 0.0, MAX_READOUT_S)
+        near = real(name, "near", near, 0.0, lo_open=True)
+        far = real(name, "far", far, allow_inf=True)
+        if not near < far:
+            raise SensorConfigError(name, "far", f"need 0 < near < far, got near={near}, far={far}")
+        self.width, self.height = width, height
         self.rows, self.cols = self.height, self.width
-        self.fx, self.fy, self.cx, self.cy = float(fx), float(fy), float(cx), float(cy)
+        self.fx, self.fy, self.cx, self.cy = fx, fy, cx, cy
         self.distortion = distortion or [0.0] * self.n_distortion
-        self.rolling_shutter_s = float(rolling_shutter_s)
-        self.t_min, self.t_max = float(near), float(far)
+        self.rolling_shutter_s = rolling_shutter_s
+        self.t_min, self.t_max = near, far
         j = torch.arange(self.width, dtype=torch.float64) + 0.5
         i = torch.arange(self.height, dtype=torch.float64) + 0.5
         v, u = torch.meshgrid(i, j, indexing="ij")
@@ -264,8 +289,9 @@ class OpenCVCamera(PinholeCamera):
         rx, ry = self._distort(x, y)
         err = torch.maximum((rx - xd).abs(), (ry - yd).abs()).max()
         if not torch.isfinite(err) or err > 1e-9:
-            raise ValueError(f"OpenCVCamera: distortion {self.distortion} is not invertible over the image "
-                             f"(residual {float(err):.2e}); check the coefficients and image size")
+            raise SensorConfigError("OpenCVCamera", "distortion",
+                                    f"distortion {self.distortion} is not invertible over the image "
+                                    f"(residual {float(err):.2e}); check the coefficients and image size")
         return x, y
 
 
@@ -297,8 +323,9 @@ class FisheyeCamera(Camera):
             theta = (theta - err / slope.clamp(min=1e-9)).clamp(0, math.pi)
         resid = (self._theta_d(theta) - rd).abs().max()
         if not torch.isfinite(resid) or resid > 1e-9 or float(theta.max()) >= math.pi:
-            raise ValueError(f"FisheyeCamera: distortion {self.distortion} is not invertible over the image "
-                             f"(residual {float(resid):.2e}); check the coefficients and image size")
+            raise SensorConfigError("FisheyeCamera", "distortion",
+                                    f"distortion {self.distortion} is not invertible over the image "
+                                    f"(residual {float(resid):.2e}); check the coefficients and image size")
         self._theta_max = float(theta.max())
         scale = torch.where(rd > 1e-15, torch.sin(theta) / rd.clamp(min=1e-15), torch.ones_like(rd))
         return torch.stack([xd * scale, yd * scale, torch.cos(theta)], -1)

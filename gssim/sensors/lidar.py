@@ -28,6 +28,7 @@ import torch
 
 from gssim.sensors.angles import angular_bounds, moving_cap_bounds
 from gssim.sensors.base import CELL_EPS, Sensor
+from gssim.sensors.limits import LIMITS, SensorConfigError, boolean, check_cells, real, reals
 
 Tensor = torch.Tensor
 
@@ -36,13 +37,23 @@ log = logging.getLogger(__name__)
 TWO_PI = 2.0 * math.pi
 
 
+# Rotation / frame rates accepted (Hz): a sweep lasts between 1 ms and 100 s.
+MIN_RATE_HZ, MAX_RATE_HZ = 0.01, 1000.0
+
+
 def _check_range(name: str, min_range: float, max_range: float) -> tuple[float, float]:
-    min_range, max_range = float(min_range), float(max_range)
-    if not (math.isfinite(min_range) and min_range > 0):
-        raise ValueError(f"{name}: min_range must be a finite number > 0, got {min_range}")
+    min_range = real(name, "min_range", min_range, 0.0, lo_open=True)
+    max_range = real(name, "max_range", max_range, allow_inf=True)
     if not max_range > min_range:
-        raise ValueError(f"{name}: max_range must be > min_range ({min_range}), got {max_range}")
+        raise SensorConfigError(name, "max_range", f"max_range must be > min_range ({min_range}), got {max_range}")
     return min_range, max_range
+
+
+def _check_rate(name: str, key: str, value) -> float:
+    v = real(name, key, value)
+    if v <= 0:
+        raise SensorConfigError(name, key, f"{key} must be > 0, got {v:g}")
+    return real(name, key, v, MIN_RATE_HZ, MAX_RATE_HZ)
 
 
 def _spherical_dirs(az: Tensor, el: Tensor) -> Tensor:
@@ -95,33 +106,45 @@ class SpinningLidar(Lidar):
                  max_range: float = 120.0, spin_hz: float = 10.0, clockwise: bool = True,
                  azimuth_start_deg: float = 180.0) -> None:
         name = type(self).__name__
-        elev = torch.as_tensor(elevations_deg, dtype=torch.float64).reshape(-1)
-        if elev.numel() < 1:
-            raise ValueError(f"{name}: elevations_deg is empty; give one elevation per beam")
-        if not torch.isfinite(elev).all() or (elev.abs() >= 90).any():
-            raise ValueError(f"{name}: elevations_deg must be finite and inside (-90, 90), got {elev.tolist()}")
+        # Every argument's type and range, and the grid size against LIMITS, before any
+        # per-beam or per-column table is allocated.
+        elev_list = reals(name, "elevations_deg", elevations_deg, max_len=LIMITS.max_beams)
+        if not elev_list:
+            raise SensorConfigError(name, "elevations_deg", "elevations_deg is empty; give one elevation per beam")
+        elev = torch.tensor(elev_list, dtype=torch.float64)
+        if (elev.abs() >= 90).any():
+            raise SensorConfigError(name, "elevations_deg",
+                                    f"elevations_deg must be finite and inside (-90, 90), got {elev.tolist()}")
         e_sorted, perm = torch.sort(elev)
         if elev.numel() > 1 and (e_sorted[1:] - e_sorted[:-1]).min() <= 1e-9:
-            raise ValueError(f"{name}: elevations_deg has repeated values; each beam needs its own elevation")
-        res = float(azimuth_resolution_deg)
-        if not (math.isfinite(res) and 0 < res <= 360):
-            raise ValueError(f"{name}: azimuth_resolution_deg must be in (0, 360], got {azimuth_resolution_deg}")
-        cols = round(360.0 / res)
+            raise SensorConfigError(name, "elevations_deg",
+                                    "elevations_deg has repeated values; each beam needs its own elevation")
+        res = real(name, "azimuth_resolution_deg", azimuth_resolution_deg)
+        if not 0 < res <= 360:
+            raise SensorConfigError(name, "azimuth_resolution_deg",
+                                    f"azimuth_resolution_deg must be in (0, 360], got {azimuth_resolution_deg}")
+        cols_f = 360.0 / res
+        if not cols_f <= LIMITS.max_side + 0.5:
+            raise SensorConfigError(name, "azimuth_resolution_deg",
+                                    f"azimuth_resolution_deg={res:g} gives {cols_f:.4g} columns, over the limit of "
+                                    f"{LIMITS.max_side} (gssim.sensors.LIMITS.max_side; finest "
+                                    f"{360.0 / LIMITS.max_side:.4g} deg)")
+        cols = round(cols_f)
         if abs(cols * res - 360.0) > 1e-6 * 360.0:
-            raise ValueError(f"{name}: azimuth_resolution_deg={res} does not divide 360 degrees into whole columns "
-                             f"(360/{res} = {360.0 / res:.6f}); use e.g. {360.0 / cols:.8g}")
-        spin_hz = float(spin_hz)
-        if not (math.isfinite(spin_hz) and spin_hz > 0):
-            raise ValueError(f"{name}: spin_hz must be > 0, got {spin_hz}")
-        if not math.isfinite(float(azimuth_start_deg)):
-            raise ValueError(f"{name}: azimuth_start_deg must be finite, got {azimuth_start_deg}")
+            raise SensorConfigError(name, "azimuth_resolution_deg",
+                                    f"azimuth_resolution_deg={res} does not divide 360 degrees into whole columns "
+                                    f"(360/{res} = {360.0 / res:.6f}); use e.g. {360.0 / cols:.8g}")
+        check_cells(name, elev.numel(), cols, "elevations_deg x azimuth columns")
+        spin_hz = _check_rate(name, "spin_hz", spin_hz)
+        clockwise = boolean(name, "clockwise", clockwise)
+        azimuth_start_deg = real(name, "azimuth_start_deg", azimuth_start_deg, -360.0, 360.0)
         self.min_range, self.max_range = _check_range(name, min_range, max_range)
         self.t_min, self.t_max = self.min_range, self.max_range
         self.elevations_deg = [float(e) for e in elev.tolist()]
         self.azimuth_resolution_deg = res
         self.spin_hz = spin_hz
-        self.clockwise = bool(clockwise)
-        self.azimuth_start_deg = float(azimuth_start_deg)
+        self.clockwise = clockwise
+        self.azimuth_start_deg = azimuth_start_deg
         self.rows, self.cols = elev.numel(), cols
 
         self._sign = -1.0 if self.clockwise else 1.0
@@ -406,24 +429,32 @@ class SolidStateLidar(Lidar):
                  vertical_resolution_deg: float, min_range: float = 0.5, max_range: float = 200.0,
                  scan: str = "instant", frame_hz: float = 10.0) -> None:
         name = type(self).__name__
-        cells = []
+        cells, angles = [], []
         for key, fov, res in (("horizontal", horizontal_fov_deg, horizontal_resolution_deg),
                               ("vertical", vertical_fov_deg, vertical_resolution_deg)):
-            fov, res = float(fov), float(res)
-            if not (math.isfinite(fov) and 0 < fov < 180):
-                raise ValueError(f"{name}: {key}_fov_deg must be in (0, 180), got {fov}")
-            if not (math.isfinite(res) and 0 < res <= fov):
-                raise ValueError(f"{name}: {key}_resolution_deg must be in (0, {key}_fov_deg], got {res}")
+            fov = real(name, f"{key}_fov_deg", fov)
+            res = real(name, f"{key}_resolution_deg", res)
+            if not 0 < fov < 180:
+                raise SensorConfigError(name, f"{key}_fov_deg", f"{key}_fov_deg must be in (0, 180), got {fov}")
+            if not 0 < res <= fov:
+                raise SensorConfigError(name, f"{key}_resolution_deg",
+                                        f"{key}_resolution_deg must be in (0, {key}_fov_deg], got {res}")
+            if not fov / res <= LIMITS.max_side + 0.5:
+                raise SensorConfigError(name, f"{key}_resolution_deg",
+                                        f"{key}_resolution_deg={res:g} gives {fov / res:.4g} cells, over the limit of "
+                                        f"{LIMITS.max_side} (gssim.sensors.LIMITS.max_side)")
             k = round(fov / res)
             if abs(k * res - fov) > 1e-6 * fov:
-                raise ValueError(f"{name}: {key}_fov_deg={fov} is not a whole number of "
-                                 f"{key}_resolution_deg={res} cells ({fov / res:.6f})")
+                raise SensorConfigError(name, f"{key}_resolution_deg",
+                                        f"{key}_fov_deg={fov} is not a whole number of "
+                                        f"{key}_resolution_deg={res} cells ({fov / res:.6f})")
             cells.append(k)
-        if scan not in self.SCANS:
-            raise ValueError(f"{name}: scan must be one of {self.SCANS}, got {scan!r}")
-        frame_hz = float(frame_hz)
-        if not (math.isfinite(frame_hz) and frame_hz > 0):
-            raise ValueError(f"{name}: frame_hz must be > 0, got {frame_hz}")
+            angles.append((fov, res))
+        check_cells(name, cells[1], cells[0], "fov / resolution")
+        if not isinstance(scan, str) or scan not in self.SCANS:
+            raise SensorConfigError(name, "scan", f"scan must be one of {self.SCANS}, got {scan!r}")
+        frame_hz = _check_rate(name, "frame_hz", frame_hz)
+        (horizontal_fov_deg, horizontal_resolution_deg), (vertical_fov_deg, vertical_resolution_deg) = angles
         self.min_range, self.max_range = _check_range(name, min_range, max_range)
         self.t_min, self.t_max = self.min_range, self.max_range
         self.horizontal_fov_deg, self.vertical_fov_deg = float(horizontal_fov_deg), float(vertical_fov_deg)
@@ -518,8 +549,9 @@ LIDAR_MODELS = {"spinning": SpinningLidar, "solid_state": SolidStateLidar}
 def lidar_from_dict(d: dict) -> Lidar:
     """Build a LiDAR from its log-format entry (keys of ``to_dict``)."""
     model = d.get("model")
-    if model not in LIDAR_MODELS:
-        raise ValueError(f"lidar model {model!r} unknown; expected one of {sorted(LIDAR_MODELS)}")
+    if not isinstance(model, str) or model not in LIDAR_MODELS:
+        raise SensorConfigError("lidar entry", "model",
+                                f"lidar model {model!r} unknown; expected one of {sorted(LIDAR_MODELS)}")
     if model == "spinning":
         required = ("elevations_deg", "azimuth_resolution_deg")
         optional = ("min_range", "max_range", "spin_hz", "clockwise", "azimuth_start_deg")
@@ -528,6 +560,6 @@ def lidar_from_dict(d: dict) -> Lidar:
         optional = ("min_range", "max_range", "scan", "frame_hz")
     missing = [k for k in required if k not in d]
     if missing:
-        raise ValueError(f"lidar entry (model {model!r}) lacks {missing}")
+        raise SensorConfigError("lidar entry", missing[0], f"lidar entry (model {model!r}) lacks {missing}")
     kwargs = {k: d[k] for k in required + optional if k in d}
     return LIDAR_MODELS[model](**kwargs)
