@@ -2,9 +2,11 @@
 
 ```
 scene.json                 {"format": "gssim-scene", "version": 1, "name", "sensors", "ego_track",
-                            "nodes": [{"id", "kind", "tensors", "baked"?, "track"?, ...}], ...}
+                            "nodes": [{"id", "kind", "tensors", "baked"?, "track"?, ...}],
+                            "tensors"?, ...}
 nodes/<id>.safetensors     a node's tensors, in its own frame
 baked/<id>.safetensors     optional explicit surfels for fast serving
+scene.safetensors          optional scene-level tensors (top-level "tensors": appearance, sky, ...)
 ```
 
 >>> write_scene_folder("out/town", scene_json, {"nodes/background.safetensors": {"anchors": anchors}})
@@ -15,9 +17,10 @@ baked/<id>.safetensors     optional explicit surfels for fast serving
 Writing builds the whole scene in a temporary sibling folder and renames it into place,
 so a reader sees the old scene or the new one, never a mix.  Reading checks
 ``scene.json`` (format, version, required keys, sensors, pose tracks, nodes) and every
-tensor file a node references (``tensors``, ``baked``): it must lie inside the folder
-and be a readable safetensors file.  Every failure is a :class:`SceneFormatError`
-naming the scene, the file and the field.
+tensor file it references (each node's ``tensors`` and ``baked``, and the optional
+top-level ``tensors``): it must lie inside the folder and be a readable safetensors
+file.  Every failure is a :class:`SceneFormatError` naming the scene, the file and the
+field.
 """
 from __future__ import annotations
 
@@ -177,9 +180,10 @@ def check_scene_json(d: Any, scene: str | os.PathLike | None = None) -> list[tup
     """Validate a parsed ``scene.json``; return the tensor files it references.
 
     Returns [(relative path, JSON field)] for every node's ``tensors`` and ``baked``, in
-    node order.  Checks the format and version, the required keys, each sensor (as in a
-    log), the ego track and node tracks (rigid poses at increasing times), and each node's
-    id (non-empty, unique), kind and file paths (relative, inside the folder).
+    node order, then the optional top-level ``tensors`` (the scene-level tensor file).
+    Checks the format and version, the required keys, each sensor (as in a log), the ego
+    track and node tracks (rigid poses at increasing times), and each node's id
+    (non-empty, unique), kind and file paths (relative, inside the folder).
     """
     scene = None if scene is None else str(scene)
     _as_object(d, None, scene)
@@ -227,6 +231,8 @@ def check_scene_json(d: Any, scene: str | os.PathLike | None = None) -> list[tup
                 refs.append((_relative_path(node[key], f"{where}.{key}", scene), f"{where}.{key}"))
         if "track" in node:
             _check_track(node["track"], f"{where}.track", "T_world_object", scene)
+    if "tensors" in d:
+        refs.append((_relative_path(d["tensors"], "tensors", scene), "tensors"))
     return refs
 
 
@@ -279,9 +285,9 @@ def _open_safetensors(root: Path, rel: str, fld: str, scene: str, with_tensors: 
 def read_scene_folder(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
     """Read and validate a scene folder.
 
-    Returns (scene_json, tensors): the parsed ``scene.json`` and, for every file a node
-    references (``nodes[*].tensors``, ``nodes[*].baked``), {relative path as written in
-    scene.json: {tensor name: CPU tensor}}.  Raises SceneFormatError naming the file and
+    Returns (scene_json, tensors): the parsed ``scene.json`` and, for every file it
+    references (``nodes[*].tensors``, ``nodes[*].baked``, top-level ``tensors``),
+    {relative path as written in scene.json: {tensor name: CPU tensor}}.  Raises SceneFormatError naming the file and
     field of the first problem.
     """
     root = Path(path)
@@ -362,7 +368,7 @@ def write_scene_folder(path: str | os.PathLike, scene_json: dict, tensor_files: 
     It must pass the reader's checks, and every file its nodes reference must be a key
     of ``tensor_files``.
     tensor_files: {relative path (``"nodes/background.safetensors"``): {name: tensor}};
-    every file must be referenced by a node (the reader loads no other).
+    every file must be referenced by scene.json (the reader loads no other).
     metadata: optional {relative path: {key: str value}} stored in that file's header.
 
     Everything is written and fsynced in a temporary sibling folder, then renamed to
@@ -388,8 +394,8 @@ def write_scene_folder(path: str | os.PathLike, scene_json: dict, tensor_files: 
     for rel in tensor_files:
         _relative_path(rel, None, path, file=rel)
         if rel not in referenced:
-            raise SceneFormatError("not referenced by any node's 'tensors' or 'baked'; the reader would not load "
-                                   "it", rel, None, path)
+            raise SceneFormatError("not referenced by scene.json (a node's 'tensors' or 'baked', or the top-level "
+                                   "'tensors'); the reader would not load it", rel, None, path)
     for rel, meta in metadata.items():
         if rel not in tensor_files:
             raise SceneFormatError("metadata given for a file that is not among the tensor files", rel, None, path)

@@ -16,6 +16,7 @@ EYE = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0
 BG = "nodes/background.safetensors"
 BAKED = "baked/background.safetensors"
 CAR = "nodes/car_3.safetensors"
+SCENE_FILE = "scene.safetensors"
 
 
 def translation(x: float) -> list[list[float]]:
@@ -42,7 +43,7 @@ def scene_content(value: float = 1.0):
             {"id": "car_3", "kind": "actor", "class": "car", "size": [4.5, 1.9, 1.6], "tensors": CAR,
              "track": [{"t": 0.0, "T_world_object": translation(5.0)}]},
         ],
-        "model": {"k": 4}, "edits": [], "versions": {"gssim": "0.1.0"},
+        "tensors": SCENE_FILE, "model": {"k": 4}, "edits": [], "versions": {"gssim": "0.1.0"},
     }
     shared = torch.randn(6, 3, generator=gen)
     files = {
@@ -50,6 +51,7 @@ def scene_content(value: float = 1.0):
              "level": torch.arange(5), "half": torch.ones(2, dtype=torch.float16) * value},
         BAKED: {"means": shared[:3], "colors": shared[3:]},  # views of one storage
         CAR: {"anchors": torch.full((2, 3), value), "offsets": torch.zeros(2, 4, 3)},
+        SCENE_FILE: {"sky.texture": torch.full((3, 4, 8), value)},
     }
     return scene, files
 
@@ -78,7 +80,7 @@ def test_round_trip(tmp_path):
     d, tensors = read_scene_folder(root)
     assert d == {"format": "gssim-scene", "version": 1, **scene}
     assert_same_tensors(tensors, files)
-    assert read_scene_metadata(root) == {BG: {}, BAKED: {}, CAR: {"class": "car"}}
+    assert read_scene_metadata(root) == {BG: {}, BAKED: {}, CAR: {"class": "car"}, SCENE_FILE: {}}
     assert sorted(os.listdir(tmp_path / "out")) == ["s"]
 
 
@@ -212,6 +214,9 @@ DAMAGE = [
     ("empty tensor file", lambda r: (r / CAR).write_bytes(b""), CAR, "nodes[1].tensors", "not a readable"),
     ("missing tensor file", lambda r: (r / CAR).unlink(), CAR, "nodes[1].tensors", "missing file"),
     ("missing baked file", lambda r: (r / BAKED).unlink(), BAKED, "nodes[0].baked", "missing file"),
+    ("missing scene tensor file", lambda r: (r / SCENE_FILE).unlink(), SCENE_FILE, "tensors", "missing file"),
+    ("scene tensor path escapes", edit_json(lambda d: d.update(tensors="../scene.safetensors")), "scene.json",
+     "tensors", "contains '..'"),
     ("tensor path is a folder", lambda r: (r / CAR).unlink() or (r / CAR).mkdir(), CAR, "nodes[1].tensors",
      "not a regular file"),
     ("symlink escaping the folder", symlink_outside, CAR, "nodes[1].tensors", "outside the scene folder"),
