@@ -365,8 +365,8 @@ def write_scene_folder(path: str | os.PathLike, scene_json: dict, tensor_files: 
     """Write a scene folder atomically; returns its path.
 
     scene_json: the ``scene.json`` content; ``"format"`` and ``"version"`` are set here.
-    It must pass the reader's checks, and every file its nodes reference must be a key
-    of ``tensor_files``.
+    It must pass the reader's checks, and every file it references must be a key of
+    ``tensor_files``.
     tensor_files: {relative path (``"nodes/background.safetensors"``): {name: tensor}};
     every file must be referenced by scene.json (the reader loads no other).
     metadata: optional {relative path: {key: str value}} stored in that file's header.
