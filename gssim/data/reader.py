@@ -1,6 +1,6 @@
 """Reading a log folder (format version 1) with full validation.
 
->>> log = Log.open("out/town")            # validates log.json and every file header
+>>> log = Log.open("out/town")            # validates log.json and every file's header and end
 >>> img = log.image(0, "cam_front")        # (H, W, 3) uint8
 >>> ri = log.range_image(0, "lidar_top")   # returns and drops on the (B, A) grid
 >>> T = log.pose_at(0.35)                  # (4, 4) T_world_ego, interpolated
@@ -8,25 +8,54 @@
 
 Frames are addressed by their position ``i`` in ``log.frames`` (equal to the stored
 ``index`` for logs this package writes).
+
+The reader trusts nothing in the folder: every file is opened through
+``gssim.data.safe_files`` (never outside the log folder, symbolic links included; only
+regular files; sizes bounded by ``LogLimits``), every decoder failure (a truncated PNG,
+an .npz saved as .npy, a decompression bomb) becomes a ``LogFormatError`` naming the
+file, the field and the frame, and no allocation is sized by what a header claims
+before the claim is checked against the sensor and the file's real size.
 """
 from __future__ import annotations
 
-import json
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 import numpy as np
 from PIL import Image
 
 from gssim.data.errors import LogFormatError
+from gssim.data.limits import LOG_LIMITS, LogLimits
 from gssim.data.poses import PoseTrack
-from gssim.data.rangeimage import COL_BEAM, COL_INTENSITY, COL_TIME, RangeImage, rebin_points
+from gssim.data.rangeimage import COL_TIME, PointsError, RangeImage, check_points, rebin_points
+from gssim.data.safe_files import MissingFileError, SafeFileError, open_inside, read_json_inside
 from gssim.data.schema import LOG_JSON, ActorEntry, FrameEntry, SensorEntry, parse_log_dict
 
 logger = logging.getLogger(__name__)
 
-IMAGE_MODES = ("RGB", "RGBA", "L")
+# Image modes decoded to RGB (palette and grey images included; 16-bit ones are not 8-bit RGB).
+IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "1")
+# Decoder of each image suffix, and the magic bytes that identify the formats.
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+          (b"RIFF", "WEBP/RIFF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"PK\x03\x04", "zip"))
+# The last 12 bytes of a complete PNG (the IEND chunk), and the end marker of a JPEG.
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+_JPEG_END = b"\xff\xd9"
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_MAX_HEADER = 10000
+
+
+def _sniff(head: bytes) -> str:
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    if head.startswith(_NPY_MAGIC):
+        return ".npy array"
+    return "unknown"
 
 
 @dataclass
@@ -55,33 +84,40 @@ class Log:
     """A validated log: sensors, frames, actors, and loaders of the per-frame data."""
 
     def __init__(self, root: Path, name: str, sensors: dict[str, SensorEntry], frames: list[FrameEntry],
-                 actors: list[ActorEntry], extra: dict) -> None:
+                 actors: list[ActorEntry], extra: dict, limits: LogLimits | None = None) -> None:
         self.root = Path(root)
         self.name = name
         self.sensors = sensors
         self.frames = frames
         self.actors = {a.id: a for a in actors}
         self.extra = extra
+        self.limits = LOG_LIMITS if limits is None else limits
         self.times = np.array([f.t for f in frames], dtype=np.float64)
         self.ego_track = (PoseTrack(self.times, np.stack([f.T_world_ego for f in frames]), name="ego trajectory")
                           if frames else None)
 
     # --- opening ------------------------------------------------------------------
     @classmethod
-    def open(cls, root: str | Path, check_files: bool = True) -> "Log":
-        """Read and validate ``root/log.json``; with ``check_files`` also every file's
-        existence, image size and LiDAR array shape (headers only).  Raises LogFormatError."""
+    def open(cls, root: str | Path, check_files: bool = True, limits: LogLimits | None = None) -> "Log":
+        """Read and validate ``root/log.json``; with ``check_files`` also every file: that
+        it exists inside the folder, its header (image size and mode, LiDAR array shape,
+        dtype and size) and its end (a half-copied PNG or JPEG lacks its end marker).
+        ``limits``: a LogLimits (default ``gssim.data.LOG_LIMITS``).  Raises LogFormatError."""
+        limits = LOG_LIMITS if limits is None else limits
         root = Path(root)
-        path = root / LOG_JSON
-        if not root.is_dir():
-            raise LogFormatError(f"log folder {root} does not exist", LOG_JSON)
-        if not path.is_file():
-            raise LogFormatError(f"missing file {path}", LOG_JSON)
         try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise LogFormatError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", LOG_JSON) from None
-        log = cls(root, *parse_log_dict(data))
+            is_dir = root.is_dir()
+        except (OSError, ValueError) as exc:
+            raise LogFormatError(f"cannot access log folder {str(root)[:200]!r}: {exc}", LOG_JSON) from None
+        if not is_dir:
+            raise LogFormatError(f"log folder {root} does not exist", LOG_JSON)
+        try:
+            data = read_json_inside(root, LOG_JSON, "log description", limits.max_json_bytes, limits.max_json_depth)
+        except MissingFileError:
+            raise LogFormatError(f"missing file {root / LOG_JSON}", LOG_JSON) from None
+        except SafeFileError as exc:
+            raise LogFormatError(exc.detail, LOG_JSON) from None
+        log = cls(root, *parse_log_dict(data, limits), limits=limits)
         if check_files:
             log.check_files()
         logger.info("opened log %s: %d frames, sensors %s, %d actors", root, len(log.frames),
@@ -89,13 +125,16 @@ class Log:
         return log
 
     def check_files(self) -> None:
-        """Check that every listed file exists, images have the sensor's size and LiDAR
-        arrays are (M, 6) floats.  Raises LogFormatError naming file, field and frame."""
+        """Check every listed file: inside the folder, a regular file, its header (image
+        size and mode, LiDAR array shape, dtype, row count and byte size) and its end
+        marker (images).  Raises LogFormatError naming file, field and frame."""
         for pos, fr in enumerate(self.frames):
             for sid in fr.cameras:
-                self._image_header(pos, sid)
+                with self._open(pos, sid, "cameras") as (f, where):
+                    self._image_header(f, where, pos, sid, check_end=True)
             for sid in fr.lidars:
-                self._lidar_header(pos, sid)
+                with self._open(pos, sid, "lidars") as (f, where):
+                    self._npy_header(f, where)
 
     # --- sensors ------------------------------------------------------------------
     @property
@@ -147,83 +186,144 @@ class Log:
         a = self.actors[aid]
         return ActorBox(a.id, a.cls, a.size, a.track.at(t))
 
-    # --- cameras ------------------------------------------------------------------
-    def _file(self, i: int, sid: str, kind: str) -> tuple[str, Path]:
+    # --- files --------------------------------------------------------------------
+    @contextmanager
+    def _open(self, i: int, sid: str, kind: str) -> Iterator[tuple[BinaryIO, "_Where"]]:
+        """Open the ``kind`` ("cameras" or "lidars") file of sensor ``sid`` in frame i,
+        inside the log folder; yields (file, where).  Every failure while the block
+        runs -- opening, or decoding by the caller -- becomes a LogFormatError naming the
+        file, the field and the frame."""
         fr = self._frame(i)
         files = getattr(fr, kind)
         if sid not in files:
             raise KeyError(f"frame {fr.index} of log {self.name!r} has no {kind[:-1]} {sid!r}; "
                            f"it has {sorted(files)}")
-        rel = files[sid]
-        path = self.root / rel
-        if not path.is_file():
-            raise LogFormatError(f"missing file (listed in log.json frames[{i}].{kind}.{sid})", rel,
-                                 f"frames[{i}].{kind}.{sid}", fr.index)
-        return rel, path
-
-    def _image_header(self, i: int, sid: str) -> None:
-        rel, path = self._file(i, sid, "cameras")
-        fr, cam = self.frames[i], self._entry(sid).sensor
+        where = _Where(files[sid], f"frames[{i}].{kind}.{sid}", fr.index)
+        max_bytes = self.limits.max_image_bytes if kind == "cameras" else None
         try:
-            with Image.open(path) as im:
-                size, mode = im.size, im.mode
-        except OSError as exc:
-            raise LogFormatError(f"cannot read image: {exc}", rel, f"frames[{i}].cameras.{sid}", fr.index) from None
-        if size != (cam.width, cam.height):
-            raise LogFormatError(f"image is {size[0]}x{size[1]}, but sensors.{sid} is {cam.width}x{cam.height}",
-                                 rel, f"sensors.{sid}.width/height", fr.index)
-        if mode not in IMAGE_MODES:
-            raise LogFormatError(f"image mode {mode} not supported; expected one of {IMAGE_MODES}", rel,
-                                 f"frames[{i}].cameras.{sid}", fr.index)
+            f = open_inside(self.root, where.file, "file", max_bytes)
+        except MissingFileError:
+            raise where.error(f"missing file (listed in log.json {where.field})") from None
+        except SafeFileError as exc:
+            raise where.error(exc.detail) from None
+        with f:
+            try:
+                yield f, where
+            except (LogFormatError, MemoryError):
+                raise
+            except Image.DecompressionBombError as exc:
+                raise where.error(f"image header claims too many pixels (decompression-bomb guard): {exc}") from None
+            except Exception as exc:  # a decoder failing on a damaged file, whatever it raises
+                kind_name = "image" if kind == "cameras" else ".npy array"
+                raise where.error(f"cannot read {kind_name}: {type(exc).__name__}: {exc}") from None
+
+    # --- cameras ------------------------------------------------------------------
+    def _image_header(self, f: BinaryIO, where: "_Where", i: int, sid: str, check_end: bool = False) -> Image.Image:
+        """Open the image in ``f`` and check format, size and mode (no pixels decoded)."""
+        cam = self._entry(sid).sensor
+        expected = IMAGE_FORMATS[Path(where.file).suffix.lower()]
+        head = f.read(16)
+        actual = _sniff(head)
+        if actual != expected:
+            detail = "file is empty (0 bytes)" if not head else f"file content is {actual}"
+            raise where.error(f"{detail}, but the name says {expected}")
+        if check_end:
+            size = f.seek(0, 2)
+            f.seek(max(size - 4096, 0))
+            tail = f.read()
+            complete = tail.endswith(_PNG_END) if expected == "PNG" else _JPEG_END in tail[-4096:]
+            if not complete:
+                raise where.error(f"the {expected} file is incomplete (no end marker; a half-copied file?)")
+        f.seek(0)
+        im = Image.open(f, formats=[expected])
+        if im.size != (cam.width, cam.height):
+            raise where.error(f"image is {im.size[0]}x{im.size[1]}, but sensors.{sid} is {cam.width}x{cam.height}",
+                              field=f"sensors.{sid}.width/height")
+        if im.mode not in IMAGE_MODES:
+            raise where.error(f"image mode {im.mode} not supported; expected one of {IMAGE_MODES}")
+        return im
 
     def image(self, i: int, sid: str, dtype=np.uint8) -> np.ndarray:
         """Camera image of frame i: (H, W, 3) uint8, or float32 in [0, 1] with dtype=np.float32."""
-        self._image_header(i, sid)
-        _, path = self._file(i, sid, "cameras")
-        with Image.open(path) as im:
+        if not (np.dtype(dtype) == np.uint8 or np.issubdtype(np.dtype(dtype), np.floating)):
+            raise ValueError(f"dtype must be uint8 or a float type, got {dtype}")
+        with self._open(i, sid, "cameras") as (f, where):
+            im = self._image_header(f, where, i, sid)
+            if im.mode in ("P", "PA") and "transparency" in im.info:
+                im = im.convert("RGBA")
             arr = np.asarray(im.convert("RGB"))
         if np.dtype(dtype) == np.uint8:
             return arr
-        if np.issubdtype(np.dtype(dtype), np.floating):
-            return arr.astype(dtype) / np.asarray(255, dtype)
-        raise ValueError(f"dtype must be uint8 or a float type, got {dtype}")
+        return arr.astype(dtype) / np.asarray(255, dtype)
 
     # --- LiDAR --------------------------------------------------------------------
-    def _lidar_header(self, i: int, sid: str) -> np.ndarray:
-        rel, path = self._file(i, sid, "lidars")
-        fr = self.frames[i]
-        fld = f"frames[{i}].lidars.{sid}"
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise LogFormatError(f"cannot read .npy array: {exc}", rel, fld, fr.index) from None
-        if arr.ndim != 2 or arr.shape[1] != 6:
-            raise LogFormatError(f"expected an (M, 6) array [x, y, z, intensity, beam, time offset], "
-                                 f"got shape {arr.shape}", rel, "array shape", fr.index)
-        if arr.dtype not in (np.float32, np.float64):
-            raise LogFormatError(f"expected float32 values, got {arr.dtype}", rel, "array dtype", fr.index)
-        return arr
+    def _npy_header(self, f: BinaryIO, where: "_Where") -> tuple[tuple[int, int], np.dtype, bool]:
+        """Check the .npy header in ``f`` against the log layout and the file's real size;
+        returns (shape, dtype, fortran_order), ``f`` at the start of the data."""
+        head = f.read(len(_NPY_MAGIC))
+        if head != _NPY_MAGIC:
+            head += f.read(16)
+            detail = ("file is empty (0 bytes)" if not head else
+                      "file is a zip archive (an .npz saved as .npy?)" if _sniff(head) == "zip" else
+                      f"file is not a .npy array (content looks like {_sniff(head)})")
+            raise where.error(detail, field="array header")
+        f.seek(0)
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=_NPY_MAX_HEADER)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=_NPY_MAX_HEADER)
+        else:
+            raise where.error(f"unsupported .npy format version {version}", field="array header")
+        if len(shape) != 2 or shape[1] != 6:
+            raise where.error(f"expected an (M, 6) array [x, y, z, intensity, beam, time offset], "
+                              f"got shape {shape}", field="array shape")
+        if dtype.kind != "f" or dtype.itemsize not in (4, 8) or dtype.fields is not None:
+            raise where.error(f"expected float32 values, got {dtype}", field="array dtype")
+        if shape[0] > self.limits.max_lidar_points:
+            raise where.error(f"{shape[0]} returns, over the limit of {self.limits.max_lidar_points} "
+                              f"(LogLimits.max_lidar_points)", field="array shape")
+        start = f.tell()
+        size = f.seek(0, 2)
+        need = shape[0] * shape[1] * dtype.itemsize
+        if size - start < need:
+            raise where.error(f"file is truncated: the header promises {shape[0]} rows ({need} bytes of data), the "
+                              f"file holds {size - start} bytes", field="array data")
+        f.seek(start)
+        return shape, dtype, fortran
 
     def lidar_points(self, i: int, sid: str) -> np.ndarray:
         """Returns of frame i: (M, 6) float32 [x, y, z (sensor frame at frame time),
-        intensity, beam index, time offset (s)], with values validated."""
-        rel, _ = self._file(i, sid, "lidars")
-        fr = self.frames[i]
-        pts = np.asarray(self._lidar_header(i, sid), dtype=np.float32)
-        n_beams = int(self._entry(sid).sensor.ray_directions().shape[0])
-        if not np.all(np.isfinite(pts)):
-            bad = int(np.argwhere(~np.isfinite(pts))[0, 0])
-            raise LogFormatError(f"non-finite value in row {bad}", rel, "values", fr.index)
-        inten = pts[:, COL_INTENSITY]
-        if len(pts) and (inten.min() < 0 or inten.max() > 1):
-            raise LogFormatError(f"intensity must lie in [0, 1], got [{inten.min():g}, {inten.max():g}]", rel,
-                                 "column 3 (intensity)", fr.index)
-        beam = pts[:, COL_BEAM]
-        if len(pts) and (np.any(beam != np.round(beam)) or beam.min() < 0 or beam.max() >= n_beams):
-            raise LogFormatError(f"beam index must be an integer in [0, {n_beams}) (sensors.{sid} has "
-                                 f"{n_beams} elevations), got [{beam.min():g}, {beam.max():g}]", rel,
-                                 "column 4 (beam index)", fr.index)
+        intensity, beam index, time offset (s)], with values validated (see
+        ``rangeimage.check_points``; ranges checked with the sensor's motion as slack)."""
+        with self._open(i, sid, "lidars") as (f, where):
+            shape, dtype, fortran = self._npy_header(f, where)
+            data = f.read(shape[0] * shape[1] * dtype.itemsize)
+            arr = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+            with np.errstate(over="ignore"):
+                pts = np.ascontiguousarray(arr, dtype=np.float32)
+        overflow = np.isfinite(arr) & ~np.isfinite(pts)
+        if overflow.any():
+            row, col = (int(v) for v in np.argwhere(overflow)[0])
+            raise where.error(f"value {arr[row, col]:g} in row {row}, column {col} overflows float32", field="values")
+        lim = self.limits
+        try:
+            check_points(pts, self._entry(sid).sensor, lim.lidar_time_slack, lim.lidar_time_slack_s,
+                         lim.lidar_range_slack_m, lim.lidar_range_slack_rel,
+                         motion_slack=lambda lo, hi: self._sensor_motion(i, sid, lo, hi))
+        except PointsError as exc:
+            raise where.error(exc.detail, field=exc.field) from None
         return pts
+
+    def _sensor_motion(self, i: int, sid: str, lo: float, hi: float) -> float:
+        """Largest distance (m) the sensor's origin moves from its pose at the time of
+        frame i to its pose at any time t_i + [lo, hi] (ego track, extrapolated)."""
+        if len(self.frames) < 2 or lo == hi == 0:
+            return 0.0
+        t = self.frames[i].t + np.linspace(lo, hi, 9)
+        origins = self.sensor_pose_at(sid, t, extrapolate=True)[:, :3, 3]
+        here = self.frame_sensor_pose(i, sid)[:3, 3]
+        return 1.1 * float(np.linalg.norm(origins - here, axis=1).max())
 
     def range_image(self, i: int, sid: str, undo_motion: bool = True) -> RangeImage:
         """LiDAR returns of frame i on the sensor's (B, A) grid; empty cells are ray drops.
@@ -250,6 +350,18 @@ class Log:
         return pts[:, :3].astype(np.float64) @ T[:3, :3].T + T[:3, 3]
 
 
-def load_log(root: str | Path, check_files: bool = True) -> Log:
+@dataclass
+class _Where:
+    """A frame's file: relative path, JSON field and frame index, for error messages."""
+
+    file: str
+    field: str
+    frame: int
+
+    def error(self, message: str, field: str | None = None) -> LogFormatError:
+        return LogFormatError(message, self.file, field or self.field, self.frame)
+
+
+def load_log(root: str | Path, check_files: bool = True, limits: LogLimits | None = None) -> Log:
     """Open and validate the log folder ``root`` (see ``Log.open``)."""
-    return Log.open(root, check_files=check_files)
+    return Log.open(root, check_files=check_files, limits=limits)

@@ -14,7 +14,10 @@ import torch
 
 from gssim.core.transforms import check_rigid
 from gssim.data.errors import LogFormatError
+from gssim.data.limits import LOG_LIMITS, LogLimits
 from gssim.data.poses import PoseTrack
+from gssim.data.safe_files import SafeFileError, check_name, check_relative
+from gssim.sensors.limits import LIMITS, SensorConfigError
 
 LOG_FORMAT = "gssim-log"
 LOG_VERSION = 1
@@ -22,6 +25,8 @@ LOG_JSON = "log.json"
 SENSOR_TYPES = ("camera", "lidar")
 CAMERA_KEYS = ("model", "width", "height", "fx", "fy", "cx", "cy")
 LIDAR_KEYS = ("model",)
+# File name endings of the per-frame files, by the frame's key.
+FILE_SUFFIXES = {"cameras": (".png", ".jpg", ".jpeg"), "lidars": (".npy",)}
 
 
 @dataclass
@@ -72,79 +77,120 @@ def _require(d: dict, key: str, where: str, frame: int | None = None) -> Any:
     return d[key]
 
 
-def _number(value: Any, fld: str, frame: int | None = None, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+def _number(value: Any, fld: str, frame: int | None = None, positive: bool = False,
+            bound: float | None = None) -> float:
+    """A finite JSON number (never a bool or a string) as a float; ``bound`` limits |value|."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _err(f"expected a finite number, got {type(value).__name__} {_short(value)}", fld, frame)
+    try:
+        v = float(value)
+    except OverflowError:
+        raise _err(f"number too large: {_short(value)}", fld, frame) from None
+    if not math.isfinite(v):
         raise _err(f"expected a finite number, got {value!r}", fld, frame)
-    if positive and value <= 0:
+    if positive and v <= 0:
         raise _err(f"must be > 0, got {value!r}", fld, frame)
-    return float(value)
+    if bound is not None and abs(v) > bound:
+        raise _err(f"|{v:g}| is over the limit of {bound:g}", fld, frame)
+    return v
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:50] + "..." + text[-6:]
+
+
+def _name(value: Any, fld: str, frame: int | None = None) -> str:
+    """An id that may become a file name (see ``safe_files.check_name``)."""
+    try:
+        return check_name(value, "id")
+    except SafeFileError as exc:
+        raise _err(exc.detail if isinstance(value, str) else f"expected a string, got {type(value).__name__}",
+                   fld, frame) from None
 
 
 def parse_pose(value: Any, fld: str, frame: int | None = None) -> np.ndarray:
-    """A rigid 4x4 pose from nested lists, as float64; raises LogFormatError naming ``fld``."""
+    """A rigid 4x4 pose from nested lists of JSON numbers, as float64, its translation
+    within ``gssim.sensors.LIMITS.max_coordinate_m``; raises LogFormatError naming ``fld``."""
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
+        rows = value.tolist()
+    else:
+        rows = value
+    if not isinstance(rows, list) or len(rows) != 4 or not all(isinstance(r, list) and len(r) == 4 for r in rows):
+        try:
+            shape = np.shape(rows) if isinstance(rows, list) and all(isinstance(r, list) for r in rows) else None
+        except ValueError:  # ragged
+            shape = None
+        got = f"got shape {shape}" if shape is not None else f"got {_short(value)}"
+        raise _err(f"expected a 4x4 matrix, {got} (give 4 lists of 4 numbers)", fld, frame)
+    for i, row in enumerate(rows):
+        for j, v in enumerate(row):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise _err(f"expected a 4x4 matrix of numbers, element [{i}][{j}] is {type(v).__name__} "
+                           f"{_short(v)}", fld, frame)
     try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise _err("expected a 4x4 matrix of numbers (nested lists)", fld, frame) from None
-    if arr.shape != (4, 4):
-        raise _err(f"expected a 4x4 matrix, got shape {arr.shape}", fld, frame)
+        arr = np.array(rows, dtype=np.float64)
+    except OverflowError:
+        raise _err("expected a 4x4 matrix of finite numbers (an element is too large)", fld, frame) from None
     try:
         check_rigid(torch.from_numpy(arr), name=fld)
     except ValueError as exc:
         detail = str(exc).split(": ", 1)[-1]
         raise _err(f"not a rigid transform ({detail})", fld, frame) from None
+    reach = float(np.abs(arr[:3, 3]).max())
+    if reach > LIMITS.max_coordinate_m:
+        raise _err(f"translation reaches {reach:g} m, over the limit of {LIMITS.max_coordinate_m:g} m "
+                   f"(gssim.sensors.LIMITS.max_coordinate_m)", fld, frame)
     return arr
 
 
+def parse_relative_path(value: Any, kind: str, fld: str, frame: int | None = None) -> str:
+    """A frame's file path: relative, inside the log folder, with a suffix allowed for
+    ``kind`` (``cameras``: .png/.jpg/.jpeg, ``lidars``: .npy)."""
+    try:
+        pure = check_relative(value, "file")
+    except SafeFileError as exc:
+        got = exc.detail if isinstance(value, str) else f"got {type(value).__name__} {_short(value)}"
+        raise _err(f"expected a relative path inside the log folder: {got}", fld, frame) from None
+    if pure.suffix.lower() not in FILE_SUFFIXES[kind]:
+        raise _err(f"file {_short(value)} must end in one of {list(FILE_SUFFIXES[kind])}", fld, frame)
+    return value
+
+
 def parse_sensor(sid: str, d: Any) -> SensorEntry:
-    """Validate one entry of ``sensors`` and build its gssim sensor object."""
+    """Validate one entry of ``sensors`` and build its gssim sensor object (whose
+    constructor checks every parameter's type, range and the grid size)."""
     where = f"sensors.{sid}"
+    _name(sid, where)
     stype = _require(d, "type", where)
-    if stype not in SENSOR_TYPES:
-        raise _err(f"unknown sensor type {stype!r}; expected one of {list(SENSOR_TYPES)}", f"{where}.type")
+    if not isinstance(stype, str) or stype not in SENSOR_TYPES:
+        raise _err(f"unknown sensor type {_short(stype)}; expected one of {list(SENSOR_TYPES)}", f"{where}.type")
     for key in CAMERA_KEYS if stype == "camera" else LIDAR_KEYS:
         _require(d, key, where)
+    if stype == "lidar" and d["model"] == "spinning":
+        for key in ("elevations_deg", "azimuth_resolution_deg"):
+            _require(d, key, where)
     T = parse_pose(_require(d, "T_ego_sensor", where), f"{where}.T_ego_sensor")
     if stype == "camera":
-        from gssim.sensors import camera_from_dict
-        for key in ("width", "height"):
-            if isinstance(d[key], bool) or not isinstance(d[key], int) or d[key] < 1:
-                raise _err(f"expected a positive integer, got {d[key]!r}", f"{where}.{key}")
-        for key in ("fx", "fy", "cx", "cy"):
-            _number(d[key], f"{where}.{key}", positive=key in ("fx", "fy"))
-        build = camera_from_dict
+        from gssim.sensors import camera_from_dict as build
     else:
-        from gssim.sensors import lidar_from_dict
-        if d["model"] == "spinning":
-            for key in ("elevations_deg", "azimuth_resolution_deg"):
-                _require(d, key, where)
-            elev = d["elevations_deg"]
-            if not isinstance(elev, list) or not elev:
-                raise _err("expected a non-empty list of beam elevations (degrees)", f"{where}.elevations_deg")
-            for i, e in enumerate(elev):
-                _number(e, f"{where}.elevations_deg[{i}]")
-            _number(d["azimuth_resolution_deg"], f"{where}.azimuth_resolution_deg", positive=True)
-        for key in ("min_range", "max_range", "spin_hz", "frame_hz"):
-            if key in d:
-                _number(d[key], f"{where}.{key}", positive=True)
-        if "min_range" in d and "max_range" in d and not d["min_range"] < d["max_range"]:
-            raise _err(f"need min_range < max_range, got {d['min_range']} and {d['max_range']}",
-                       f"{where}.max_range")
-        build = lidar_from_dict
+        from gssim.sensors import lidar_from_dict as build
     try:
         sensor = build({k: v for k, v in d.items() if k != "T_ego_sensor"})
+    except SensorConfigError as exc:
+        raise _err(exc.detail, f"{where}.{exc.param}") from None
     except (ValueError, TypeError) as exc:
         raise _err(f"invalid {stype}: {exc}", where) from None
     return SensorEntry(sid, stype, sensor, T, d)
 
 
-def parse_frame(pos: int, d: Any, sensors: dict[str, SensorEntry]) -> FrameEntry:
+def parse_frame(pos: int, d: Any, sensors: dict[str, SensorEntry], limits: LogLimits = LOG_LIMITS) -> FrameEntry:
     """Validate ``frames[pos]``: index, time, pose, and the sensor files it lists."""
     where = f"frames[{pos}]"
-    index = _require(d, "index", where)
+    index = _require(d, "index", where, pos)
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
-        raise _err(f"expected a non-negative integer, got {index!r}", f"{where}.index", pos)
-    t = _number(_require(d, "t", where, index), f"{where}.t", index)
+        raise _err(f"expected a non-negative integer, got {_short(index)}", f"{where}.index", pos)
+    t = _number(_require(d, "t", where, index), f"{where}.t", index, bound=limits.max_abs_time_s)
     T = parse_pose(_require(d, "T_world_ego", where, index), f"{where}.T_world_ego", index)
     out = FrameEntry(index, t, T)
     for kind, want in (("cameras", "camera"), ("lidars", "lidar")):
@@ -154,56 +200,59 @@ def parse_frame(pos: int, d: Any, sensors: dict[str, SensorEntry]) -> FrameEntry
         for sid, path in files.items():
             fld = f"{where}.{kind}.{sid}"
             if sid not in sensors:
-                raise _err(f"unknown sensor {sid!r}; log.json sensors are {sorted(sensors)}", fld, index)
+                raise _err(f"unknown sensor {_short(sid)}; log.json sensors are {sorted(sensors)}", fld, index)
             if sensors[sid].type != want:
                 raise _err(f"sensor {sid!r} is a {sensors[sid].type}, listed under {kind}", fld, index)
-            if not isinstance(path, str) or not path or path.startswith("/") or ".." in path.split("/"):
-                raise _err(f"expected a relative path inside the log folder, got {path!r}", fld, index)
-            getattr(out, kind)[sid] = path
+            getattr(out, kind)[sid] = parse_relative_path(path, kind, fld, index)
     return out
 
 
-def parse_actor(pos: int, d: Any) -> ActorEntry:
+def parse_actor(pos: int, d: Any, limits: LogLimits = LOG_LIMITS) -> ActorEntry:
     """Validate ``actors[pos]``: id, class, box size and a time-ordered pose track."""
     where = f"actors[{pos}]"
-    aid = _require(d, "id", where)
-    if not isinstance(aid, str) or not aid:
-        raise _err(f"expected a non-empty string, got {aid!r}", f"{where}.id")
+    aid = _name(_require(d, "id", where), f"{where}.id")
     cls = _require(d, "class", where)
     if not isinstance(cls, str) or not cls:
-        raise _err(f"expected a non-empty string, got {cls!r}", f"{where}.class")
+        raise _err(f"expected a non-empty string, got {_short(cls)}", f"{where}.class")
     size = _require(d, "size", where)
     if not isinstance(size, list) or len(size) != 3:
-        raise _err(f"expected [length, width, height], got {size!r}", f"{where}.size")
-    size = np.array([_number(s, f"{where}.size[{i}]", positive=True) for i, s in enumerate(size)])
+        raise _err(f"expected [length, width, height], got {_short(size)}", f"{where}.size")
+    size = np.array([_number(s, f"{where}.size[{i}]", positive=True, bound=LIMITS.max_coordinate_m)
+                     for i, s in enumerate(size)])
     track = _require(d, "track", where)
     if not isinstance(track, list) or not track:
         raise _err("expected a non-empty list of {t, T_world_object}", f"{where}.track")
     times, poses = [], []
     for k, entry in enumerate(track):
         fld = f"{where}.track[{k}]"
-        t = _number(_require(entry, "t", fld), f"{fld}.t")
+        t = _number(_require(entry, "t", fld), f"{fld}.t", bound=limits.max_abs_time_s)
         if times and t <= times[-1]:
             raise _err(f"timestamps out of order: t={t} after t={times[-1]}", f"{fld}.t")
+        if times and t - times[-1] < limits.min_frame_interval_s:
+            raise _err(f"t={t!r} is only {t - times[-1]:.3g} s after the previous sample; samples must be at "
+                       f"least {limits.min_frame_interval_s:g} s apart (LogLimits.min_frame_interval_s)", f"{fld}.t")
         times.append(t)
         poses.append(parse_pose(_require(entry, "T_world_object", fld), f"{fld}.T_world_object"))
     extra = {k: v for k, v in d.items() if k not in ("id", "class", "size", "track")}
     return ActorEntry(aid, cls, size, PoseTrack(np.array(times), np.stack(poses), name=f"actor {aid}"), extra)
 
 
-def parse_log_dict(d: Any) -> tuple[str, dict[str, SensorEntry], list[FrameEntry], list[ActorEntry], dict]:
+def parse_log_dict(d: Any, limits: LogLimits | None = None
+                   ) -> tuple[str, dict[str, SensorEntry], list[FrameEntry], list[ActorEntry], dict]:
     """Validate a parsed ``log.json``; returns name, sensors, frames, actors, extra keys."""
+    limits = LOG_LIMITS if limits is None else limits
     if not isinstance(d, dict):
         raise _err(f"top level must be an object, got {type(d).__name__}")
     fmt = _require(d, "format", "")
     if fmt != LOG_FORMAT:
-        raise _err(f"expected {LOG_FORMAT!r}, got {fmt!r}", "format")
+        raise _err(f"expected {LOG_FORMAT!r}, got {_short(fmt)}", "format")
     version = _require(d, "version", "")
-    if version != LOG_VERSION:
-        raise _err(f"unsupported version {version!r}; this reader reads version {LOG_VERSION}", "version")
+    if isinstance(version, bool) or not isinstance(version, int) or version != LOG_VERSION:
+        raise _err(f"unsupported version {_short(version)}; this reader reads version {LOG_VERSION} (an integer)",
+                   "version")
     name = d.get("name", "")
     if not isinstance(name, str):
-        raise _err(f"expected a string, got {name!r}", "name")
+        raise _err(f"expected a string, got {_short(name)}", "name")
     raw_sensors = _require(d, "sensors", "")
     if not isinstance(raw_sensors, dict):
         raise _err("expected an object {sensor_id: entry}", "sensors")
@@ -213,7 +262,7 @@ def parse_log_dict(d: Any) -> tuple[str, dict[str, SensorEntry], list[FrameEntry
         raise _err("expected a list of frames", "frames")
     frames: list[FrameEntry] = []
     for pos, f in enumerate(raw_frames):
-        fr = parse_frame(pos, f, sensors)
+        fr = parse_frame(pos, f, sensors, limits)
         if frames:
             prev = frames[-1]
             if fr.index <= prev.index:
@@ -222,11 +271,15 @@ def parse_log_dict(d: Any) -> tuple[str, dict[str, SensorEntry], list[FrameEntry
             if fr.t <= prev.t:
                 raise _err(f"timestamps out of order: t={fr.t} after t={prev.t} (frame {prev.index})",
                            f"frames[{pos}].t", fr.index)
+            if fr.t - prev.t < limits.min_frame_interval_s:
+                raise _err(f"t={fr.t!r} is only {fr.t - prev.t:.3g} s after frame {prev.index}; frames must be at "
+                           f"least {limits.min_frame_interval_s:g} s apart (LogLimits.min_frame_interval_s)",
+                           f"frames[{pos}].t", fr.index)
         frames.append(fr)
     raw_actors = d.get("actors", [])
     if not isinstance(raw_actors, list):
         raise _err("expected a list of actors", "actors")
-    actors = [parse_actor(i, a) for i, a in enumerate(raw_actors)]
+    actors = [parse_actor(i, a, limits) for i, a in enumerate(raw_actors)]
     seen: set[str] = set()
     for i, a in enumerate(actors):
         if a.id in seen:

@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gssim.data.limits import LOG_LIMITS, LogLimits
+from gssim.data.rangeimage import PointsError, check_points
+from gssim.data.safe_files import check_name
 from gssim.data.schema import LOG_FORMAT, LOG_JSON, LOG_VERSION, parse_log_dict, parse_pose
 
 logger = logging.getLogger(__name__)
@@ -44,7 +47,7 @@ class LogWriter:
     """Builds a log folder: sensors, frames (with their files) and actor tracks."""
 
     def __init__(self, root: str | Path, name: str, image_format: str = "png", overwrite: bool = False,
-                 jpeg_quality: int = 95) -> None:
+                 jpeg_quality: int = 95, limits: LogLimits | None = None) -> None:
         if image_format not in ("png", "jpg"):
             raise ValueError(f"image_format must be 'png' or 'jpg', got {image_format!r}")
         self.root = Path(root)
@@ -59,6 +62,7 @@ class LogWriter:
         self.frames: list[dict] = []
         self.actors: list[dict] = []
         self.extra: dict = {}
+        self.limits = LOG_LIMITS if limits is None else limits
         self._finished = False
 
     def __enter__(self) -> "LogWriter":
@@ -70,8 +74,7 @@ class LogWriter:
 
     def add_sensor(self, sid: str, sensor, T_ego_sensor: np.ndarray) -> None:
         """Add a camera or LiDAR (a gssim sensor with ``to_dict()``) mounted at T_ego_sensor (4, 4)."""
-        if not sid or "/" in sid or sid in (".", ".."):
-            raise ValueError(f"sensor id {sid!r} must be a non-empty name without '/'")
+        check_name(sid, "sensor id")  # it names the sensor's folders
         if sid in self.sensors:
             raise ValueError(f"sensor {sid!r} added twice")
         if self.frames:
@@ -91,10 +94,16 @@ class LogWriter:
         lidar_points: {lidar id: (M, 6) [x, y, z, intensity, beam, time offset]}, stored float32.
         """
         index = len(self.frames)
-        if not math.isfinite(t):
-            raise ValueError(f"frame {index}: t must be finite, got {t}")
+        if isinstance(t, (bool, np.bool_, str, bytes)) or not np.isscalar(t) or not math.isfinite(float(t)):
+            raise ValueError(f"frame {index}: t must be a finite number, got {t!r}")
+        t = float(t)
+        if abs(t) > self.limits.max_abs_time_s:
+            raise ValueError(f"frame {index}: |t| = {abs(t):g} s is over the limit of {self.limits.max_abs_time_s:g} s")
         if self.frames and t <= self.frames[-1]["t"]:
             raise ValueError(f"frame {index}: timestamps out of order, t={t} after {self.frames[-1]['t']}")
+        if self.frames and t - self.frames[-1]["t"] < self.limits.min_frame_interval_s:
+            raise ValueError(f"frame {index}: t={t!r} is only {t - self.frames[-1]['t']:.3g} s after the previous "
+                             f"frame (at least {self.limits.min_frame_interval_s:g} s)")
         T = parse_pose(_matrix_list(T_world_ego) if np.shape(T_world_ego) == (4, 4) else T_world_ego,
                        f"frames[{index}].T_world_ego", index)
         frame = {"index": index, "t": float(t), "T_world_ego": _matrix_list(T), "cameras": {}, "lidars": {}}
@@ -119,9 +128,11 @@ class LogWriter:
             if pts.ndim != 2 or pts.shape[1] != 6:
                 raise ValueError(f"frame {index}, lidar {sid}: points must be (M, 6), got {pts.shape}")
             pts = pts.astype(np.float32)
-            n_beams = len(self.sensors[sid]["elevations_deg"])
-            if len(pts) and (pts[:, 4].min() < 0 or pts[:, 4].max() >= n_beams):
-                raise ValueError(f"frame {index}, lidar {sid}: beam index outside [0, {n_beams})")
+            lim = self.limits
+            try:  # the reader's rules, but ranges: the motion slack needs the whole ego track
+                check_points(pts, self._sensor_objs[sid], lim.lidar_time_slack, lim.lidar_time_slack_s)
+            except PointsError as exc:
+                raise ValueError(f"frame {index}, lidar {sid}: {exc}") from None
             rel = f"lidar/{sid}/{index:06d}.npy"
             path = self.root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +150,7 @@ class LogWriter:
     def add_actor(self, aid: str, cls: str, size, times, poses, **extra) -> None:
         """Add an actor: box ``size`` = (length, width, height), poses T_world_object (K, 4, 4)
         at increasing ``times`` (K,).  Extra keys (JSON values) are stored with it."""
+        check_name(aid, "actor id")
         poses = np.asarray(poses, dtype=np.float64)
         times = [float(t) for t in np.atleast_1d(times)]
         if poses.shape != (len(times), 4, 4):
@@ -158,7 +170,7 @@ class LogWriter:
     def finish(self) -> Path:
         """Validate and write ``log.json``; returns its path."""
         d = self.to_dict()
-        parse_log_dict(json.loads(json.dumps(d)))  # same rules as the reader
+        parse_log_dict(json.loads(json.dumps(d)), self.limits)  # same rules as the reader
         path = self.root / LOG_JSON
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(d, indent=1))

@@ -86,11 +86,9 @@ def _numeric_tensor(value, name: str) -> Tensor:
     return t
 
 
-def _pose(T, name: str) -> Tensor | None:
+def _pose(T, name: str) -> Tensor:
     """A (4, 4) float64 CPU pose tensor (the graph is kept); finite, rigid, with its
     translation within ``LIMITS.max_coordinate_m``."""
-    if T is None:
-        return None
     T = _numeric_tensor(T, name).to(device="cpu", dtype=torch.float64)
     check_rigid(T, name)
     reach = float(T[:3, 3].detach().abs().max())
@@ -145,8 +143,11 @@ def render(surfels: Surfels, sensor: Sensor, T_world_sensor, T_world_sensor_end=
     if not bool(finite.all()):
         c = int((~finite).nonzero()[0, 0])
         raise ValueError(f"render: background must be finite; channel {c} is {float(background[c])}")
+    if T_world_sensor is None:
+        raise TypeError("render: T_world_sensor is required (a (4, 4) sensor-to-world pose)")
     T_world_sensor = _pose(T_world_sensor, "T_world_sensor")
-    T_world_sensor_end = _pose(T_world_sensor_end, "T_world_sensor_end")
+    if T_world_sensor_end is not None:
+        T_world_sensor_end = _pose(T_world_sensor_end, "T_world_sensor_end")
     grid = build_rays(sensor, T_world_sensor, T_world_sensor_end)
     if len(surfels) == 0:
         geom = None
