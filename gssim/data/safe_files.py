@@ -169,8 +169,10 @@ def open_inside(root: str | os.PathLike, rel: str, what: str = "file", max_bytes
 def read_bytes_inside(root: str | os.PathLike, rel: str, what: str = "file", max_bytes: int | None = None) -> bytes:
     """The content of the regular file ``root/rel`` (see ``open_inside``)."""
     with open_inside(root, rel, what, max_bytes) as f:
-        try:
-            data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+        try:  # read what fstat saw (+1 to notice growth): the limit is never a buffer size
+            data = f.read(os.fstat(f.fileno()).st_size + 1)
+            if max_bytes is None:
+                data += f.read()
         except OSError as exc:
             raise FileReadError(rel, what, f"cannot read: {exc.strerror or exc}") from None
     if max_bytes is not None and len(data) > max_bytes:

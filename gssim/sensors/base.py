@@ -55,7 +55,7 @@ class Sensor(ABC):
         name = type(self).__name__
         if self.rows < 1 or self.cols < 1:
             raise SensorConfigError(name, "shape", f"grid must be at least 1x1, got {self.rows}x{self.cols}")
-        check_cells(name, self.rows, self.cols, "the ray grid")
+        check_cells(name, self.rows, self.cols, "the ray grid", "shape")
         self._check_rays()
         p = self.param(self._dirs)  # (H, W, 2)
         px, py = p[..., 0], p[..., 1]

@@ -68,7 +68,7 @@ class Camera(Sensor):
         # before every argument is known to be sane.
         width = integer(name, "width", width, 1, LIMITS.max_side, " (gssim.sensors.LIMITS.max_side)")
         height = integer(name, "height", height, 1, LIMITS.max_side, " (gssim.sensors.LIMITS.max_side)")
-        check_cells(name, height, width, "width x height")
+        check_cells(name, height, width, "width x height", "width")
         focal = {}
         for key, val in (("fx", fx), ("fy", fy)):
             v = real(name, key, val)
@@ -87,7 +87,8 @@ class Camera(Sensor):
         for key, lo, hi, c, f in (("fx", 0.5, width - 0.5, cx, fx), ("fy", 0.5, height - 0.5, cy, fy)):
             reach = max(abs(lo - c), abs(hi - c)) / f
             if not reach <= MAX_NORMALISED:
-                raise SensorConfigError(name, key, f"{key}={f:g} with c{key[1]}={c:g} puts pixel centres {reach:.3g} "
+                blame = key if (hi - lo) / f > MAX_NORMALISED else f"c{key[1]}"  # the focal length or the centre
+                raise SensorConfigError(name, blame, f"{key}={f:g} with c{key[1]}={c:g} puts pixel centres {reach:.3g} "
                                                    f"focal lengths off the axis (limit {MAX_NORMALISED:g}); the "
                                                    f"field of view would reach past 180 degrees")
         distortion = reals(name, "distortion", distortion, max_len=16)

@@ -134,7 +134,7 @@ class SpinningLidar(Lidar):
             raise SensorConfigError(name, "azimuth_resolution_deg",
                                     f"azimuth_resolution_deg={res} does not divide 360 degrees into whole columns "
                                     f"(360/{res} = {360.0 / res:.6f}); use e.g. {360.0 / cols:.8g}")
-        check_cells(name, elev.numel(), cols, "elevations_deg x azimuth columns")
+        check_cells(name, elev.numel(), cols, "elevations_deg x azimuth columns", "azimuth_resolution_deg")
         spin_hz = _check_rate(name, "spin_hz", spin_hz)
         clockwise = boolean(name, "clockwise", clockwise)
         azimuth_start_deg = real(name, "azimuth_start_deg", azimuth_start_deg, -360.0, 360.0)
@@ -450,7 +450,7 @@ class SolidStateLidar(Lidar):
                                         f"{key}_resolution_deg={res} cells ({fov / res:.6f})")
             cells.append(k)
             angles.append((fov, res))
-        check_cells(name, cells[1], cells[0], "fov / resolution")
+        check_cells(name, cells[1], cells[0], "fov / resolution", "horizontal_resolution_deg")
         if not isinstance(scan, str) or scan not in self.SCANS:
             raise SensorConfigError(name, "scan", f"scan must be one of {self.SCANS}, got {scan!r}")
         frame_hz = _check_rate(name, "frame_hz", frame_hz)

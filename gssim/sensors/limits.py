@@ -165,11 +165,12 @@ def reals(owner: str, key: str, values: Any, max_len: int | None = None) -> list
     return [real(owner, f"{key}[{i}]", v) for i, v in enumerate(values)]
 
 
-def check_cells(owner: str, rows: int, cols: int, what: str) -> None:
-    """Refuse a rows x cols grid over ``LIMITS`` (before anything is allocated)."""
+def check_cells(owner: str, rows: int, cols: int, what: str, param: str) -> None:
+    """Refuse a rows x cols grid over ``LIMITS`` (before anything is allocated); ``what``
+    says where the size comes from, ``param`` is the argument blamed."""
     if rows > LIMITS.max_side or cols > LIMITS.max_side:
-        raise SensorConfigError(owner, what, f"{what} gives a {rows} x {cols} grid; each side is limited to "
-                                             f"{LIMITS.max_side} (gssim.sensors.LIMITS.max_side)")
+        raise SensorConfigError(owner, param, f"{what} gives a {rows} x {cols} grid; each side is limited to "
+                                              f"{LIMITS.max_side} (gssim.sensors.LIMITS.max_side)")
     if rows * cols > LIMITS.max_cells:
-        raise SensorConfigError(owner, what, f"{what} gives a {rows} x {cols} grid = {rows * cols} cells, over "
-                                             f"the limit of {LIMITS.max_cells} (gssim.sensors.LIMITS.max_cells)")
+        raise SensorConfigError(owner, param, f"{what} gives a {rows} x {cols} grid = {rows * cols} cells, over "
+                                              f"the limit of {LIMITS.max_cells} (gssim.sensors.LIMITS.max_cells)")
