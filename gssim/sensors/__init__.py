@@ -10,8 +10,8 @@ def camera_from_dict(d: dict) -> Camera:
     """Build a camera from its log-format entry (keys of ``Camera.to_dict``)."""
     model = d.get("model")
     if not isinstance(model, str) or model not in CAMERA_MODELS:
-        raise SensorConfigError("camera entry", "model",
-                                f"camera model {model!r} unknown; expected one of {sorted(CAMERA_MODELS)}")
+        raise (SensorConfigError if isinstance(model, str) else SensorTypeError)(
+            "camera entry", "model", f"camera model {model!r} unknown; expected one of {sorted(CAMERA_MODELS)}")
     kwargs = {k: d[k] for k in ("width", "height", "fx", "fy", "cx", "cy") if k in d}
     missing = {"width", "height", "fx", "fy", "cx", "cy"} - set(kwargs)
     if missing:

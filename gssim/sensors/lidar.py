@@ -28,7 +28,7 @@ import torch
 
 from gssim.sensors.angles import angular_bounds, moving_cap_bounds
 from gssim.sensors.base import CELL_EPS, Sensor
-from gssim.sensors.limits import LIMITS, SensorConfigError, boolean, check_cells, real, reals
+from gssim.sensors.limits import LIMITS, SensorConfigError, SensorTypeError, boolean, check_cells, real, reals
 
 Tensor = torch.Tensor
 
@@ -452,7 +452,8 @@ class SolidStateLidar(Lidar):
             angles.append((fov, res))
         check_cells(name, cells[1], cells[0], "fov / resolution", "horizontal_resolution_deg")
         if not isinstance(scan, str) or scan not in self.SCANS:
-            raise SensorConfigError(name, "scan", f"scan must be one of {self.SCANS}, got {scan!r}")
+            error = SensorConfigError if isinstance(scan, str) else SensorTypeError
+            raise error(name, "scan", f"scan must be one of {self.SCANS}, got {scan!r}")
         frame_hz = _check_rate(name, "frame_hz", frame_hz)
         (horizontal_fov_deg, horizontal_resolution_deg), (vertical_fov_deg, vertical_resolution_deg) = angles
         self.min_range, self.max_range = _check_range(name, min_range, max_range)
@@ -550,8 +551,8 @@ def lidar_from_dict(d: dict) -> Lidar:
     """Build a LiDAR from its log-format entry (keys of ``to_dict``)."""
     model = d.get("model")
     if not isinstance(model, str) or model not in LIDAR_MODELS:
-        raise SensorConfigError("lidar entry", "model",
-                                f"lidar model {model!r} unknown; expected one of {sorted(LIDAR_MODELS)}")
+        raise (SensorConfigError if isinstance(model, str) else SensorTypeError)(
+            "lidar entry", "model", f"lidar model {model!r} unknown; expected one of {sorted(LIDAR_MODELS)}")
     if model == "spinning":
         required = ("elevations_deg", "azimuth_resolution_deg")
         optional = ("min_range", "max_range", "spin_hz", "clockwise", "azimuth_start_deg")
