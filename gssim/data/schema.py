@@ -6,6 +6,7 @@ and, where the error concerns one frame, the frame index.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,8 +113,10 @@ def _name(value: Any, fld: str, frame: int | None = None) -> str:
 def parse_pose(value: Any, fld: str, frame: int | None = None) -> np.ndarray:
     """A rigid 4x4 pose from nested lists of JSON numbers, as float64, its translation
     within ``gssim.sensors.LIMITS.max_coordinate_m``; raises LogFormatError naming ``fld``."""
-    if isinstance(value, np.ndarray) and value.dtype.kind in "iuf":
-        rows = value.tolist()
+    numeric = (value.dtype.kind in "iuf" if isinstance(value, np.ndarray) else
+               isinstance(value, torch.Tensor) and value.dtype != torch.bool and not value.is_complex())
+    if numeric:
+        rows = value.tolist()  # callers in Python (the writer, scene files) may pass arrays
     else:
         rows = value
     if not isinstance(rows, list) or len(rows) != 4 or not all(isinstance(r, list) and len(r) == 4 for r in rows):
@@ -125,7 +128,7 @@ def parse_pose(value: Any, fld: str, frame: int | None = None) -> np.ndarray:
         raise _err(f"expected a 4x4 matrix, {got} (give 4 lists of 4 numbers)", fld, frame)
     for i, row in enumerate(rows):
         for j, v in enumerate(row):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
                 raise _err(f"expected a 4x4 matrix of numbers, element [{i}][{j}] is {type(v).__name__} "
                            f"{_short(v)}", fld, frame)
     try:
