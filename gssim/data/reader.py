@@ -42,7 +42,8 @@ IMAGE_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "1")
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
 _MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
           (b"RIFF", "WEBP/RIFF"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"PK\x03\x04", "zip"))
-# The last 12 bytes of a complete PNG (the IEND chunk), and the end marker of a JPEG.
+# The IEND chunk that closes a PNG, and the end-of-image marker of a JPEG (looked for in
+# a file's last 4 KiB).
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 _JPEG_END = b"\xff\xd9"
 _NPY_MAGIC = b"\x93NUMPY"
@@ -231,7 +232,7 @@ class Log:
             size = f.seek(0, 2)
             f.seek(max(size - 4096, 0))
             tail = f.read()
-            complete = tail.endswith(_PNG_END) if expected == "PNG" else _JPEG_END in tail[-4096:]
+            complete = (_PNG_END if expected == "PNG" else _JPEG_END) in tail  # trailing bytes are tolerated
             if not complete:
                 raise where.error(f"the {expected} file is incomplete (no end marker; a half-copied file?)")
         f.seek(0)
