@@ -1,8 +1,9 @@
 """gssim: driving-scene sensor simulation with 2D Gaussian splatting."""
 from gssim.core.surfels import Surfels
 from gssim.render import CameraOutput, LidarOutput, render
+from gssim.recon import Scene, load_scene
 from gssim.sensors import FisheyeCamera, OpenCVCamera, PinholeCamera, SolidStateLidar, SpinningLidar
 
 __version__ = "0.1.0"
 __all__ = ["Surfels", "render", "CameraOutput", "LidarOutput", "PinholeCamera", "OpenCVCamera",
-           "FisheyeCamera", "SpinningLidar", "SolidStateLidar", "__version__"]
+           "FisheyeCamera", "SpinningLidar", "SolidStateLidar", "Scene", "load_scene", "__version__"]

@@ -1,4 +1,4 @@
-"""The `gssim` command: demo, synth, bench."""
+"""The `gssim` command: demo, synth, train, eval, bake, export, bench."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import logging
 from gssim import demo
 from gssim.bench import lidar as bench_lidar
 from gssim.bench import render as bench_render
+from gssim.recon import cli as recon_cli
 from gssim.synth import cli as synth_cli
 
 
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     demo.add_parser(sub)
     synth_cli.add_parser(sub)
+    recon_cli.add_parsers(sub)
     bench = sub.add_parser("bench", help="benchmarks: throughput and ratio against a reference")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     bench_render.add_parser(bench_sub)
