@@ -42,6 +42,7 @@ setup(
         "trimesh==5.2.0",
         "open3d-cpu==0.20.0",
         "scipy>=1.11",
+        "matplotlib>=3.8",
     ],
     extras_require={"test": ["pytest>=8"]},
     entry_points={"console_scripts": ["gssim=gssim.cli:main"]},

@@ -1,10 +1,10 @@
-"""The `gssim` command: demo, synth, train, eval, bake, export, bench."""
+"""The `gssim` command: demo, showcase, synth, train, eval, bake, export, bench."""
 from __future__ import annotations
 
 import argparse
 import logging
 
-from gssim import demo
+from gssim import demo, showcase
 from gssim.bench import lidar as bench_lidar
 from gssim.bench import render as bench_render
 from gssim.recon import cli as recon_cli
@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True)
     demo.add_parser(sub)
+    showcase.add_parser(sub)
     synth_cli.add_parser(sub)
     recon_cli.add_parsers(sub)
     bench = sub.add_parser("bench", help="benchmarks: throughput and ratio against a reference")

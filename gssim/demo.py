@@ -1,10 +1,20 @@
-"""`gssim demo`: render the bundled street scene through every camera model and a
-spinning LiDAR to PNGs."""
+"""`gssim demo`: the whole pipeline on a small synthetic drive.
+
+1. ``gssim synth --preset small`` writes the recorded drive, and the same world driven
+   along a new path (a lane change 3 m to the left) whose ground truth scores the scene
+   off the recorded path;
+2. training with the ``demo`` preset (a shorter schedule than ``fast``);
+3. evaluation on the held-out frames and on the new path (metrics JSON + truth / render
+   / error PNGs);
+4. renders of the new path through every camera and the LiDAR (PNG frames, a contact
+   sheet, a range image and a bird's-eye view), and the training curves.
+"""
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,110 +22,113 @@ import torch
 from PIL import Image
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from gssim.bench.street import street_camera_pose, street_surfels
-from gssim.render import render
-from gssim.render.lidar_returns import to_point_cloud
-from gssim.sensors import SpinningLidar, camera_from_dict
+from gssim.data import load_log
+from gssim.data.errors import LogFormatError
+from gssim.recon.config import TrainConfig
+from gssim.recon.evaluate import evaluate
+from gssim.recon.report import to_uint8
+from gssim.recon.train import readout_poses, train
+from gssim.showcase import birds_eye, depth_to_rgb
+from gssim.synth.config import load_preset
+from gssim.synth.generate import generate_log
 
 log = logging.getLogger(__name__)
-SCENES = Path(__file__).resolve().parent.parent / "scenes"
+
+NEW_PATH_SHIFT_M = 3.0
 
 
-def _to_uint8(img: torch.Tensor) -> np.ndarray:
-    return (img.detach().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+def _log(path: Path, preset: str, shift: float = 0.0) -> Path:
+    """The synthetic log at ``path``, generated unless a valid one is already there."""
+    try:
+        load_log(path)
+        log.info("reusing the log at %s", path)
+        return path
+    except LogFormatError:
+        pass
+    generate_log(load_preset(preset), path, shift_lateral=shift, lane_change=shift != 0, overwrite=True)
+    return path
 
 
-def depth_to_rgb(depth: torch.Tensor, max_depth: float = 80.0) -> np.ndarray:
-    """Log-depth colouring from 1 m (yellow) to ``max_depth`` (blue); no depth is black."""
-    v = (torch.log(depth.clamp(min=1.0)) / np.log(max_depth)).clamp(0, 1)
-    rgb = torch.stack([1 - v, 0.8 * (1 - v) + 0.1, v], -1) * (depth > 0)[..., None]
-    return _to_uint8(rgb)
+def render_new_path(scene, new_log, out: Path, every: int = 2) -> list[Path]:
+    """Render the scene along the ego poses of ``new_log`` through every sensor; returns PNGs."""
+    frames_dir = out / "new_path"
+    frames_dir.mkdir(parents=True, exist_ok=True)
+    written, rows = [], []
+    picks = list(range(0, len(new_log.frames), every))
+    lidar_done = False
+    cols = (TextColumn("rendering the new path"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TimeRemainingColumn())
+    with Progress(*cols) as bar, torch.no_grad():
+        task = bar.add_task("render", total=len(picks))
+        for i in picks:
+            fr = new_log.frames[i]
+            ego0 = fr.T_world_ego
+            ego1 = new_log.pose_at(fr.t + 0.1, extrapolate=True)
+            frames = scene.render(fr.t, T_world_ego=ego0, T_world_ego_end=ego1)
+            row = []
+            for sid, f in frames.items():
+                if hasattr(f, "color"):
+                    img = to_uint8(f.color)
+                    path = frames_dir / f"{sid}_{fr.index:04d}.png"
+                    Image.fromarray(img).save(path)
+                    written.append(path)
+                    row.append(np.concatenate([img, depth_to_rgb(f.depth)], 0))
+                elif not lidar_done and i >= len(new_log.frames) // 2:
+                    written += _lidar_pictures(f, out)
+                    lidar_done = True
+            if row:
+                rows.append(np.concatenate(row, 1))
+            bar.advance(task)
+    sheet = out / "new_path.png"
+    Image.fromarray(np.concatenate(rows[:: max(1, len(rows) // 4)], 0)).save(sheet)
+    return [sheet] + written
 
 
-def lidar_pose(x: float, height: float) -> torch.Tensor:
-    """(4, 4) float64 pose of a LiDAR on the street (its frame: x forward, y left, z up)."""
-    T = torch.eye(4, dtype=torch.float64)
-    T[0, 3], T[2, 3] = x, height
-    return T
-
-
-def birds_eye(points: torch.Tensor, size: int = 600, metres: float = 100.0) -> np.ndarray:
-    """Top view (size, size, 3) uint8 of sensor-frame points (M, >= 3), x up, coloured by z."""
-    p = points[:, :3].numpy()
-    scale = size / metres
-    u = np.floor(size / 2 - p[:, 1] * scale).astype(int)
-    v = np.floor(size / 2 - p[:, 0] * scale).astype(int)
-    ok = (u >= 0) & (u < size) & (v >= 0) & (v < size)
-    z = np.clip((p[ok, 2] + 2.5) / 10.0, 0, 1)
-    img = np.zeros((size, size, 3), np.uint8)
-    img[v[ok], u[ok]] = np.stack([255 * z, 200 * (1 - np.abs(z - 0.5) * 2) + 55, 255 * (1 - z)], 1).astype(np.uint8)
-    return img
-
-
-def run_demo(preset: Path, out: Path, backend: str = "auto") -> list[Path]:
-    """Render the preset's scene through each of its cameras; returns the PNGs written."""
-    cfg = json.loads(preset.read_text())
-    spec = cfg["surfels"]
-    if spec.get("generator") != "street":
-        raise ValueError(f"{preset}: surfels.generator must be 'street', got {spec.get('generator')!r}")
-    surfels = street_surfels(int(spec["n"]), seed=int(spec["seed"]))
-    ego = cfg["ego"]
-    out.mkdir(parents=True, exist_ok=True)
-    written, tiles = [], []
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn()) as progress:
-        task = progress.add_task("rendering sensors", total=len(cfg["cameras"]) + ("lidar" in cfg))
-        for name, cam_cfg in cfg["cameras"].items():
-            cam = camera_from_dict({"type": "camera", **cam_cfg})
-            T0 = street_camera_pose(ego["x"], ego["height"])
-            T1 = street_camera_pose(ego["x"] + ego["speed_mps"] * cam.rolling_shutter_s, ego["height"])
-            with torch.no_grad():
-                o = render(surfels, cam, T0, T1, backend=backend, background=torch.tensor([0.55, 0.7, 0.9]))
-            color, depth = _to_uint8(o.color), depth_to_rgb(o.depth)
-            normal = _to_uint8(o.normal * 0.5 + 0.5) * (o.alpha > 0).numpy()[..., None].astype(np.uint8)
-            for kind, img in (("color", color), ("depth", depth), ("normal", normal)):
-                path = out / f"{name}_{kind}.png"
-                Image.fromarray(img).save(path)
-                written.append(path)
-            tiles.append((name, np.concatenate([color, depth, normal], 0)))
-            progress.advance(task)
-        if "lidar" in cfg:
-            written += _render_lidar(surfels, cfg["lidar"], ego, out, backend)
-            progress.advance(task)
-    sheet = np.concatenate([t for _, t in tiles], 1)
-    sheet_path = out / "cameras_side_by_side.png"
-    Image.fromarray(sheet).save(sheet_path)
-    written.append(sheet_path)
-    log.info("columns, left to right: %s; rows: colour, depth, normal", ", ".join(n for n, _ in tiles))
-    return written
-
-
-def _render_lidar(surfels, lcfg: dict, ego: dict, out: Path, backend: str) -> list[Path]:
-    """One sweep while the ego drives: range image and bird's-eye point cloud PNGs."""
-    lidar = SpinningLidar.preset(lcfg["preset"])
-    T0 = lidar_pose(ego["x"], lcfg["height"])
-    T1 = lidar_pose(ego["x"] + ego["speed_mps"] * lidar.sweep_duration_s, lcfg["height"])
-    with torch.no_grad():
-        sweep = render(surfels, lidar, T0, T1, backend=backend)
-    rng = depth_to_rgb(torch.where(sweep.alpha > 0.5, sweep.range, torch.zeros_like(sweep.range)))
-    rng = np.repeat(rng, max(1, 512 // lidar.rows), axis=0)
-    points = to_point_cloud(sweep, lidar, T_world_sensor=T0, T_world_sensor_end=T1, min_alpha=0.5)
-    paths = [out / "lidar_range.png", out / "lidar_birds_eye.png"]
-    Image.fromarray(rng).save(paths[0])
-    Image.fromarray(birds_eye(points)).save(paths[1])
-    log.info("LiDAR %s: %d of %d rays returned", lcfg["preset"], points.shape[0], lidar.rows * lidar.cols)
+def _lidar_pictures(frame, out: Path) -> list[Path]:
+    rng = depth_to_rgb(torch.where(frame.drop_prob < 0.5, frame.range, torch.zeros_like(frame.range)))
+    rng = np.repeat(rng, max(1, 256 // rng.shape[0]), axis=0)
+    inten = (frame.intensity * (frame.drop_prob < 0.5)).clamp(0, 1).numpy()
+    inten = np.repeat((inten * 255).astype(np.uint8)[..., None].repeat(3, 2), max(1, 256 // inten.shape[0]), 0)
+    paths = [out / "lidar_range_intensity.png", out / "lidar_birds_eye.png"]
+    Image.fromarray(np.concatenate([rng, inten], 0)).save(paths[0])
+    Image.fromarray(birds_eye(frame.points)).save(paths[1])
     return paths
 
 
+def run_demo(out: Path, preset: str = "demo", synth_preset: str = "small", steps: int | None = None) -> dict:
+    """Run the pipeline into ``out``; returns the two metrics reports."""
+    out.mkdir(parents=True, exist_ok=True)
+    recorded = _log(out / "log", synth_preset)
+    new_path = _log(out / "log_new_path", synth_preset, NEW_PATH_SHIFT_M)
+    cfg = TrainConfig.preset(preset, **({"steps": steps} if steps else {}))
+    scene_dir = out / "scene"
+    shutil.rmtree(Path(str(scene_dir) + ".training"), ignore_errors=True)
+    scene = train(recorded, scene_dir, cfg)
+    held = evaluate(scene, load_log(recorded), out / "metrics_held_out.png")
+    new_log = load_log(new_path)
+    off = evaluate(scene, new_log, out / "metrics_new_path.png")
+    report = {"held_out": held, "new_path": off, "training": scene.meta.get("training")}
+    (out / "metrics.json").write_text(json.dumps(report, indent=1))
+    shutil.copy(scene_dir / "report" / "curves.png", out / "training_curves.png")
+    render_new_path(scene, new_log, out)
+    return report
+
+
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="render the bundled scene through every camera model and a LiDAR to PNGs")
-    p.add_argument("--preset", type=Path, default=SCENES / "demo.json")
+    p = subparsers.add_parser("demo", help="synthesise a drive, train a scene, render a new path (about 6 min)")
     p.add_argument("--out", type=Path, default=Path("out/demo"))
-    p.add_argument("--backend", default="auto", choices=["auto", "cpu", "torch"])
+    p.add_argument("--preset", default="demo", help="training preset (demo, fast, quality)")
+    p.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
-    for path in run_demo(args.preset, args.out, args.backend):
-        print(path)
+    report = run_demo(args.out, args.preset, steps=args.steps)
+    for part in ("held_out", "new_path"):
+        r = report[part]
+        print(f"{part:9s}: PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.3f}, LiDAR median range error "
+              f"{r['lidar_median_range_error_m'] * 100:.1f} cm, Chamfer {r['chamfer_m'] * 100:.1f} cm, intensity RMSE "
+              f"{r['intensity_rmse']:.3f}, ray-drop accuracy {r['raydrop_accuracy']:.3f}")
+    print(f"pictures and metrics in {args.out}: new_path.png, new_path/, lidar_birds_eye.png, "
+          f"lidar_range_intensity.png, metrics.json, metrics_*.png, training_curves.png")
     return 0

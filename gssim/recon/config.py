@@ -52,8 +52,8 @@ class TrainConfig:
 
     @classmethod
     def preset(cls, name: str, **overrides) -> "TrainConfig":
-        """A preset from ``scenes/train_<name>.json`` with keyword overrides."""
-        path = PRESETS / f"train_{name}.json"
+        """A preset (``scenes/train_<name>.json``, or a JSON file's path) with keyword overrides."""
+        path = Path(name) if str(name).endswith(".json") else PRESETS / f"train_{name}.json"
         if not path.is_file():
             known = sorted(p.stem[len("train_"):] for p in PRESETS.glob("train_*.json"))
             raise ValueError(f"unknown training preset {name!r}; expected one of {known}")

@@ -84,7 +84,7 @@ def evaluate(scene: Scene, log_: Log, picture: Path | None = None, backend: str 
                     irmse = intensity_rmse(frame.intensity, torch.from_numpy(ri.intensity), valid)
                     m["intensity_sq"].append(irmse ** 2 * int(valid.sum()))
                     m["n"].append(int(valid.sum()))
-                    gt_pts = log_.lidar_points(i, sid)[:, :3]
+                    gt_pts = np.array(log_.lidar_points(i, sid)[:, :3], dtype=np.float64)
                     if len(frame.points):
                         m["chamfer"].append(chamfer_distance(frame.points[:, :3].numpy(), gt_pts))
                 m["drop"].append(raydrop_accuracy(frame.drop_prob, ~valid))

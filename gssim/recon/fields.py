@@ -194,6 +194,25 @@ class NeuralField(Field):
             f.quats.copy_(normal_to_quat(normals))
         return f
 
+    def warm_start(self, colors: Tensor, steps: int = 150) -> float:
+        """Fit the features and colour decoder so every anchor's surfels start with the
+        colour (M, 3) the cameras see at it (NaN rows are skipped); returns the final L1."""
+        ok = torch.isfinite(colors).all(1)
+        if not ok.any():
+            return float("nan")
+        idx = torch.nonzero(ok).squeeze(1)
+        target = colors[idx]
+        opt = torch.optim.Adam([self.features, *self.mlp_color.parameters()], lr=0.01)
+        zero = self.features.new_zeros(self.appearance_dim)
+        for _ in range(steps):
+            opt.zero_grad()
+            inp = torch.cat([self.features[idx], zero.expand(idx.shape[0], -1)], 1)
+            sh = self.mlp_color(inp).reshape(idx.shape[0], self.n_offsets, self.n_sh, 3)
+            loss = (0.5 + SH_C0 * sh[:, :, 0] - target[:, None]).abs().mean()
+            loss.backward()
+            opt.step()
+        return float(loss.detach())
+
     def config(self) -> dict:
         return {"kind": self.kind, "n_offsets": self.n_offsets, "feature_dim": self.feature_dim,
                 "hidden": self.hidden, "appearance_dim": self.appearance_dim, "sh_degree": self.sh_degree,

@@ -115,14 +115,15 @@ def build_scene(log_: Log, cfg: TrainConfig, frames: list[int], min_actor_points
     def make_field(xyz, intensity, voxel, T_world_node=None):
         ps = node_points(xyz, intensity, voxel, path if T_world_node is None else None)
         world = ps.xyz if T_world_node is None else ps.xyz @ T_world_node[:3, :3].T + T_world_node[:3, 3]
-        cols = observe_colors(log_, frames, world) if cfg.field == "explicit" else None
-        if cols is not None:
-            cols = torch.from_numpy(np.nan_to_num(cols, nan=0.5)).float()
+        cols = torch.from_numpy(observe_colors(log_, frames, world)).float()
         spacing = torch.from_numpy(ps.spacing).float()
         if cfg.field == "explicit":   # explicit surfels must cover the surface on their own
-            spacing = spacing * 0.7
-        return field_cls.from_points(torch.from_numpy(ps.xyz).float(), torch.from_numpy(ps.normals).float(),
-                                     spacing, cols, **fcfg)
+            return field_cls.from_points(torch.from_numpy(ps.xyz).float(), torch.from_numpy(ps.normals).float(),
+                                         spacing * 0.7, cols.nan_to_num(0.5), **fcfg)
+        fld = field_cls.from_points(torch.from_numpy(ps.xyz).float(), torch.from_numpy(ps.normals).float(),
+                                    spacing, **fcfg)
+        fld.warm_start(cols)
+        return fld
 
     nodes = [Node("background", "background", make_field(bg_xyz, bg_int, cfg.voxel))]
     for aid, (xyz, inten) in sorted(actor_pts.items()):
@@ -217,7 +218,7 @@ class Trainer:
                     "kind": "lidar_decoder", "lr": lr["lidar_decoder"]}]
         for g in groups:
             g["base_lr"] = g["lr"]
-        return torch.optim.Adam(groups, eps=1e-15)
+        return torch.optim.Adam(groups, eps=1e-15, foreach=True)
 
     def _schedule(self) -> None:
         frac = self.step / max(1, self.cfg.steps)

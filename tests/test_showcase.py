@@ -1,10 +1,10 @@
-"""The demo renders every sensor of a preset to PNGs with visible content."""
+"""The sensor showcase renders every sensor of a preset to PNGs with visible content."""
 import json
 
 import numpy as np
 from PIL import Image
 
-from gssim.demo import run_demo
+from gssim.showcase import run_showcase
 
 
 def test_demo_writes_every_sensor(tmp_path):
@@ -20,7 +20,7 @@ def test_demo_writes_every_sensor(tmp_path):
     }
     path = tmp_path / "preset.json"
     path.write_text(json.dumps(preset))
-    written = run_demo(path, tmp_path / "out", backend="cpu")
+    written = run_showcase(path, tmp_path / "out", backend="cpu")
     names = {p.name for p in written}
     assert {"pinhole_color.png", "fisheye_depth.png", "lidar_range.png", "lidar_birds_eye.png",
             "cameras_side_by_side.png"} <= names
