@@ -21,6 +21,14 @@ tensor file it references (each node's ``tensors`` and ``baked``, and the option
 top-level ``tensors``): it must lie inside the folder and be a readable safetensors
 file.  Every failure is a :class:`SceneFormatError` naming the scene, the file and the
 field.
+
+Every file is opened through ``gssim.data.safe_files``, as the log reader's are: never
+outside the scene folder (symbolic links included), only regular files (a FIFO fails at
+once instead of blocking), ``scene.json`` decoded as strict JSON (UTF-8, a byte-order mark
+accepted; no NaN, duplicate keys or nesting deeper than SCENE_JSON_MAX_DEPTH), and no file
+larger than SCENE_JSON_MAX_BYTES / MAX_TENSOR_FILE_BYTES.  Tensor files are parsed from the
+bytes read through that one handle; the metadata-only read parses and checks just the
+safetensors header.
 """
 from __future__ import annotations
 
@@ -33,11 +41,12 @@ import shutil
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-import safetensors
 import safetensors.torch
 import torch
 
 from gssim.data.errors import LogFormatError
+from gssim.data.safe_files import (DEFAULT_MAX_JSON_BYTES, DEFAULT_MAX_JSON_DEPTH, MissingFileError, SafeFileError,
+                                   UnsafePathError, check_relative, open_inside, parse_json, read_json_inside)
 from gssim.data.schema import parse_pose, parse_sensor
 
 logger = logging.getLogger(__name__)
@@ -48,6 +57,17 @@ SCENE_JSON = "scene.json"
 NODE_KINDS = ("background", "actor", "asset")
 REQUIRED_KEYS = ("name", "sensors", "ego_track", "nodes")
 NODE_FILE_KEYS = ("tensors", "baked")
+
+# Reading limits, module constants so a caller can raise them (read at call time).
+SCENE_JSON_MAX_BYTES = DEFAULT_MAX_JSON_BYTES    # size of scene.json (256 MiB)
+SCENE_JSON_MAX_DEPTH = DEFAULT_MAX_JSON_DEPTH    # nesting depth of scene.json (64)
+MAX_TENSOR_FILE_BYTES = 4 * 2 ** 30              # one tensor file (4 GiB); read whole into memory
+MAX_TENSOR_HEADER_BYTES = 100_000_000            # a safetensors JSON header (the safetensors library's own limit)
+
+# Bits per element of each safetensors dtype name.
+_DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E4M3FNUZ": 8, "F8_E5M2FNUZ": 8,
+               "F8_E8M0": 8, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6, "I16": 16, "U16": 16, "F16": 16, "BF16": 16,
+               "I32": 32, "U32": 32, "F32": 32, "I64": 64, "U64": 64, "F64": 64, "C64": 64}
 
 
 class SceneFormatError(ValueError):
@@ -136,6 +156,10 @@ def _relative_path(value: Any, fld: str | None, scene: str | None, file: str = S
                                file, fld, scene)
     if value == SCENE_JSON:
         raise SceneFormatError(f"path {value!r} is the scene description itself", file, fld, scene)
+    try:
+        check_relative(value, "file")
+    except SafeFileError as exc:
+        raise SceneFormatError(exc.detail, file, fld, scene) from None
     return value
 
 
@@ -239,47 +263,118 @@ def check_scene_json(d: Any, scene: str | os.PathLike | None = None) -> list[tup
 # ---------------------------------------------------------------- reading
 
 
-def _resolve_inside(root: Path, rel: str, fld: str, scene: str) -> Path:
-    """The file ``rel`` of the scene folder, refusing links that lead outside it."""
-    resolved = (root / rel).resolve()
-    if not resolved.is_relative_to(root.resolve()):
-        raise SceneFormatError(f"resolves to {resolved}, outside the scene folder (a symbolic link?)", rel, fld,
-                               scene)
-    if not resolved.exists():
-        raise SceneFormatError("missing file", rel, fld, scene)
-    if not resolved.is_file():
-        raise SceneFormatError("not a regular file", rel, fld, scene)
-    return resolved
+# Wording of this module kept for some safe_files details (prefix of the detail -> ours).
+_KEPT_WORDING = (("is a directory", "not a regular file (a directory)"),
+                 ("is not a regular file", "not a regular file"),
+                 ("is not valid UTF-8", "not UTF-8 text"))
+
+
+def _file_error(exc: SafeFileError, file: str, fld: str | None, scene: str) -> SceneFormatError:
+    """The SceneFormatError for a file that safe_files refused to open or decode."""
+    if isinstance(exc, MissingFileError):
+        return SceneFormatError("missing file", file, fld, scene)
+    if isinstance(exc, UnsafePathError):
+        return SceneFormatError(f"outside the scene folder: {exc.detail}", file, fld, scene)
+    message = exc.detail
+    for prefix, ours in _KEPT_WORDING:
+        if message.startswith(prefix):
+            message = ours + message[len(prefix):]
+            break
+    return SceneFormatError(message, file, fld, scene)
 
 
 def _load_scene_json(root: Path, scene: str) -> tuple[dict, list[tuple[str, str]]]:
-    if not root.is_dir():
+    try:
+        is_dir = root.is_dir()
+    except (OSError, ValueError) as exc:
+        raise SceneFormatError(f"cannot access the scene folder ({exc})", SCENE_JSON, None, scene) from None
+    if not is_dir:
         raise SceneFormatError(f"missing file (no scene folder at {root})", SCENE_JSON, None, scene)
-    path = _resolve_inside(root, SCENE_JSON, None, scene)
     try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SceneFormatError(f"not UTF-8 text ({exc.reason} at byte {exc.start})", SCENE_JSON, None,
-                               scene) from None
-    except OSError as exc:
-        raise SceneFormatError(f"unreadable ({exc.strerror})", SCENE_JSON, None, scene) from None
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SceneFormatError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}", SCENE_JSON,
-                               None, scene) from None
+        d = read_json_inside(root, SCENE_JSON, "scene description", SCENE_JSON_MAX_BYTES, SCENE_JSON_MAX_DEPTH)
+    except SafeFileError as exc:
+        raise _file_error(exc, SCENE_JSON, None, scene) from None
     return d, check_scene_json(d, scene)
 
 
-def _open_safetensors(root: Path, rel: str, fld: str, scene: str, with_tensors: bool):
-    """(tensors or None, metadata) of one referenced file, any failure as SceneFormatError."""
-    path = _resolve_inside(root, rel, fld, scene)
+def _read_header(f, size: int, rel: str, fld: str, scene: str) -> dict[str, str]:
+    """Parse and check the safetensors header at the start of ``f`` (a file of ``size`` bytes);
+    return its string metadata.  Layout: an 8-byte little-endian length N, N bytes of JSON
+    {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__"?: {str: str}},
+    then the tensor data, which the offsets must cover exactly, in order, without gaps."""
+    def bad(why: str) -> SceneFormatError:
+        return SceneFormatError(f"not a readable safetensors file ({why})", rel, fld, scene)
+
+    if size < 8:
+        raise bad(f"{size} bytes long, shorter than the 8-byte header length")
+    n = int.from_bytes(f.read(8), "little")
+    if n > MAX_TENSOR_HEADER_BYTES:
+        raise bad(f"header claims {n} bytes, over the limit of {MAX_TENSOR_HEADER_BYTES}")
+    if n > size - 8:
+        raise bad(f"header claims {n} bytes, but the file holds {size - 8} after the length")
+    raw = f.read(n)
+    if len(raw) != n:
+        raise bad(f"file ends inside the header ({len(raw)} of {n} bytes)")
     try:
-        with safetensors.safe_open(str(path), framework="pt", device="cpu") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else None
-            return tensors, dict(f.metadata() or {})
-    except Exception as exc:  # safetensors raises its own error, OSError or others: all mean "unreadable"
+        header = parse_json(raw, rel, "safetensors header", SCENE_JSON_MAX_DEPTH)
+    except SafeFileError as exc:
+        raise bad(f"header: {exc.detail}") from None
+    if not isinstance(header, dict):
+        raise bad(f"header is a JSON {type(header).__name__}, not an object")
+    metadata = header.pop("__metadata__", None)
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise bad("'__metadata__' is not an object of strings")
+    spans = []
+    for name, info in header.items():
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+            raise bad(f"tensor {name!r}: expected an object with dtype, shape and data_offsets")
+        dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+        if dtype not in _DTYPE_BITS:
+            raise bad(f"tensor {name!r}: unknown dtype {str(dtype)[:40]!r}")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):  # noqa: E721
+            raise bad(f"tensor {name!r}: shape is not a list of non-negative integers")
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(type(o) is int and o >= 0 for o in offsets)):  # noqa: E721
+            raise bad(f"tensor {name!r}: data_offsets is not a pair of non-negative integers")
+        bits = math.prod(shape) * _DTYPE_BITS[dtype]
+        if bits % 8 or offsets[1] - offsets[0] != bits // 8:
+            raise bad(f"tensor {name!r}: data_offsets {offsets} do not hold shape {shape} of {dtype}")
+        spans.append((offsets[0], offsets[1], name))
+    end = 0
+    for begin, stop, name in sorted(spans):
+        if begin != end:
+            raise bad(f"tensor {name!r}: data starts at {begin}, expected {end} (gap or overlap)")
+        end = stop
+    if end != size - 8 - n:
+        raise bad(f"tensor data is {size - 8 - n} bytes, the header describes {end}")
+    return dict(metadata)
+
+
+def _read_tensor_file(root: Path, rel: str, fld: str, scene: str, with_tensors: bool):
+    """(tensors or None, metadata) of one referenced file, any failure as SceneFormatError.
+    The file is opened once (``open_inside``); the tensors are parsed from its bytes."""
+    try:
+        f = open_inside(root, rel, "tensor file", MAX_TENSOR_FILE_BYTES)
+    except SafeFileError as exc:
+        raise _file_error(exc, rel, fld, scene) from None
+    with f:
+        try:
+            size = os.fstat(f.fileno()).st_size
+            metadata = _read_header(f, size, rel, fld, scene)
+            if not with_tensors:
+                return None, metadata
+            f.seek(0)
+            data = f.read(size + 1)
+        except OSError as exc:
+            raise SceneFormatError(f"cannot read ({exc.strerror or exc})", rel, fld, scene) from None
+    if len(data) != size:
+        raise SceneFormatError(f"changed while being read ({size} bytes, then {len(data)})", rel, fld, scene)
+    try:
+        tensors = safetensors.torch.load(data)
+    except Exception as exc:  # safetensors raises its own error, or others: all mean "unreadable"
         raise SceneFormatError(f"not a readable safetensors file ({exc})", rel, fld, scene) from None
+    return tensors, metadata
 
 
 def read_scene_folder(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
@@ -295,7 +390,7 @@ def read_scene_folder(path: str | os.PathLike) -> tuple[dict, dict[str, dict[str
     tensors: dict[str, dict[str, torch.Tensor]] = {}
     for rel, fld in refs:
         if rel not in tensors:
-            tensors[rel] = _open_safetensors(root, rel, fld, str(path), with_tensors=True)[0]
+            tensors[rel] = _read_tensor_file(root, rel, fld, str(path), with_tensors=True)[0]
     return d, tensors
 
 
@@ -306,7 +401,7 @@ def read_scene_metadata(path: str | os.PathLike) -> dict[str, dict[str, str]]:
     """
     root = Path(path)
     _, refs = _load_scene_json(root, str(path))
-    return {rel: _open_safetensors(root, rel, fld, str(path), with_tensors=False)[1] for rel, fld in refs}
+    return {rel: _read_tensor_file(root, rel, fld, str(path), with_tensors=False)[1] for rel, fld in refs}
 
 
 # ---------------------------------------------------------------- writing
@@ -319,8 +414,8 @@ def _is_replaceable(path: Path) -> bool:
     if not any(path.iterdir()):
         return True
     try:
-        d = json.loads((path / SCENE_JSON).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        d = read_json_inside(path, SCENE_JSON, "scene description", SCENE_JSON_MAX_BYTES, SCENE_JSON_MAX_DEPTH)
+    except SafeFileError:
         return False
     return isinstance(d, dict) and d.get("format") == SCENE_FORMAT
 

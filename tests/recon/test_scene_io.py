@@ -1,14 +1,17 @@
 """Scene folder format version 1: round trip, atomic replace, and one error per kind of damage."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import signal
 
 import pytest
 import safetensors.torch
 import torch
 
+from gssim.recon import scene_io
 from gssim.recon.scene_io import (SceneFormatError, read_scene_folder, read_scene_metadata, validate_tensors,
                                   write_scene_folder)
 
@@ -202,6 +205,41 @@ def symlink_outside(root):
     os.symlink(outside, root / CAR)
 
 
+def symlink_outside_relative(root):
+    os.replace(root / CAR, root.parent / "outside.safetensors")
+    os.symlink("../../outside.safetensors", root / CAR)
+
+
+def symlink_inside(root):
+    os.replace(root / CAR, root / "nodes" / "car_3.real.safetensors")
+    os.symlink("car_3.real.safetensors", root / CAR)
+
+
+def fifo(root):
+    (root / CAR).unlink()
+    os.mkfifo(root / CAR)
+
+
+def edit_text(fn):
+    def damage(root):
+        (root / "scene.json").write_text(fn((root / "scene.json").read_text()))
+    return damage
+
+
+def nested(depth: int):
+    value: list = []
+    for _ in range(depth - 1):
+        value = [value]
+    return value
+
+
+def header_length(n: int):
+    def damage(root):
+        data = (root / CAR).read_bytes()
+        (root / CAR).write_bytes(n.to_bytes(8, "little") + data[8:])
+    return damage
+
+
 def dotdot_to_real_file(root):
     os.replace(root / CAR, root.parent / "x.safetensors")
     edit_json(lambda d: d["nodes"][1].update(tensors="../x.safetensors"))(root)
@@ -260,7 +298,37 @@ DAMAGE = [
      "ego_track[1].t", "timestamps out of order"),
     ("node track pose missing", edit_json(lambda d: d["nodes"][1]["track"][0].pop("T_world_object")),
      "scene.json", "nodes[1].track[0].T_world_object", "missing"),
+    # files opened only through gssim.data.safe_files
+    ("tensor file is a FIFO", fifo, CAR, "nodes[1].tensors", "not a regular file"),
+    ("relative symlink escaping the folder", symlink_outside_relative, CAR, "nodes[1].tensors",
+     "outside the scene folder"),
+    ("safetensors header claims a huge length", header_length(2 ** 62), CAR, "nodes[1].tensors",
+     "not a readable safetensors file (header claims 4611686018427387904 bytes"),
+    ("safetensors header past the end", header_length(5000), CAR, "nodes[1].tensors",
+     "header claims 5000 bytes, but the file holds"),
+    ("NaN in scene.json", edit_json(lambda d: d.update(model={"lr": float("nan")})), "scene.json", None,
+     "NaN is not a finite number"),
+    ("duplicate key in scene.json", edit_text(lambda t: t.replace('"name": "tiny"', '"name": "tiny", "name": "x"')),
+     "scene.json", None, "duplicate key 'name'"),
+    ("scene.json nested too deep", edit_json(lambda d: d.update(model=nested(scene_io.SCENE_JSON_MAX_DEPTH))),
+     "scene.json", None, f"over the limit of {scene_io.SCENE_JSON_MAX_DEPTH}"),
+    ("scene.json in UTF-16", lambda r: (r / "scene.json").write_text((r / "scene.json").read_text(), "utf-16"),
+     "scene.json", None, "is UTF-16 text"),
 ]
+
+
+@contextlib.contextmanager
+def no_hang(seconds: int = 20):
+    """Fail instead of hanging (a reader blocked on a FIFO)."""
+    def alarm(signum, frame):
+        raise TimeoutError(f"read still blocked after {seconds} s")
+    previous = signal.signal(signal.SIGALRM, alarm)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.mark.parametrize("damage", DAMAGE, ids=[d[0] for d in DAMAGE])
@@ -268,12 +336,58 @@ def test_damaged_scene_names_file_and_field(scene_dir, damage):
     _, apply, file, field, match = damage
     apply(scene_dir)
     for read in (read_scene_folder, read_scene_metadata):
-        with pytest.raises(SceneFormatError) as info:
+        with pytest.raises(SceneFormatError) as info, no_hang():
             read(scene_dir)
         err = info.value
         assert (err.file, err.field) == (file, field)
         assert str(err).startswith(f"scene {scene_dir}: {file}: ")
         assert match in err.message and match in str(err)
+
+
+ACCEPTED = [
+    # name, change(root) that a reader must accept
+    ("scene.json with a UTF-8 byte-order mark",
+     lambda r: (r / "scene.json").write_bytes(b"\xef\xbb\xbf" + (r / "scene.json").read_bytes())),
+    ("tensor file a symlink inside the folder", symlink_inside),
+    ("scene.json nested to the limit", edit_json(lambda d: d.update(model=nested(scene_io.SCENE_JSON_MAX_DEPTH - 1)))),
+]
+
+
+@pytest.mark.parametrize("change", ACCEPTED, ids=[c[0] for c in ACCEPTED])
+def test_accepted_variants_read_the_same(scene_dir, change):
+    _, tensors = read_scene_folder(scene_dir)
+    metadata = read_scene_metadata(scene_dir)
+    change[1](scene_dir)
+    with no_hang():
+        assert_same_tensors(read_scene_folder(scene_dir)[1], tensors)
+        assert read_scene_metadata(scene_dir) == metadata
+
+
+def test_size_limits_are_module_constants(scene_dir, monkeypatch):
+    size = (scene_dir / CAR).stat().st_size
+    monkeypatch.setattr(scene_io, "MAX_TENSOR_FILE_BYTES", size - 1)
+    for read in (read_scene_folder, read_scene_metadata):
+        with pytest.raises(SceneFormatError) as info:
+            read(scene_dir)
+        assert info.value.file in (BG, BAKED, CAR, SCENE_FILE)
+        assert f"over the limit of {size - 1}" in str(info.value)
+    monkeypatch.setattr(scene_io, "MAX_TENSOR_FILE_BYTES", 2 ** 40)
+    monkeypatch.setattr(scene_io, "SCENE_JSON_MAX_BYTES", 100)
+    with pytest.raises(SceneFormatError, match=r"scene\.json: .*over the limit of 100"):
+        read_scene_folder(scene_dir)
+
+
+def test_metadata_read_checks_the_header(scene_dir):
+    """The metadata-only read refuses what the full read refuses: offsets past the data."""
+    data = bytearray((scene_dir / CAR).read_bytes())
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    header["anchors"]["data_offsets"][1] += 4
+    raw = json.dumps(header).encode()
+    (scene_dir / CAR).write_bytes(len(raw).to_bytes(8, "little") + raw + data[8 + n:])
+    for read in (read_scene_folder, read_scene_metadata):
+        with pytest.raises(SceneFormatError, match="nodes/car_3.safetensors: nodes\\[1\\].tensors: not a readable"):
+            read(scene_dir)
 
 
 def test_missing_scene_folder(tmp_path):
