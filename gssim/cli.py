@@ -7,6 +7,7 @@ import logging
 from gssim import demo, showcase
 from gssim.bench import lidar as bench_lidar
 from gssim.bench import render as bench_render
+from gssim.bench import train as bench_train
 from gssim.recon import cli as recon_cli
 from gssim.synth import cli as synth_cli
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     bench_render.add_parser(bench_sub)
     bench_lidar.add_parser(bench_sub)
+    bench_train.add_parser(bench_sub)
     return parser
 
 

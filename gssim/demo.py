@@ -26,8 +26,8 @@ from gssim.data import load_log
 from gssim.data.errors import LogFormatError
 from gssim.recon.config import TrainConfig
 from gssim.recon.evaluate import evaluate
-from gssim.recon.report import to_uint8
-from gssim.recon.train import readout_poses, train
+from gssim.recon.report import side_by_side, to_uint8
+from gssim.recon.train import train
 from gssim.showcase import birds_eye, depth_to_rgb
 from gssim.synth.config import load_preset
 from gssim.synth.generate import generate_log
@@ -72,15 +72,15 @@ def render_new_path(scene, new_log, out: Path, every: int = 2) -> list[Path]:
                     path = frames_dir / f"{sid}_{fr.index:04d}.png"
                     Image.fromarray(img).save(path)
                     written.append(path)
-                    row.append(np.concatenate([img, depth_to_rgb(f.depth)], 0))
+                    row.append(side_by_side([img, depth_to_rgb(f.depth)], vertical=True))
                 elif not lidar_done and i >= len(new_log.frames) // 2:
                     written += _lidar_pictures(f, out)
                     lidar_done = True
             if row:
-                rows.append(np.concatenate(row, 1))
+                rows.append(side_by_side(row))
             bar.advance(task)
     sheet = out / "new_path.png"
-    Image.fromarray(np.concatenate(rows[:: max(1, len(rows) // 4)], 0)).save(sheet)
+    Image.fromarray(side_by_side(rows[:: max(1, len(rows) // 4)], vertical=True)).save(sheet)
     return [sheet] + written
 
 

@@ -26,6 +26,7 @@ class TrainConfig:
     sh_degree: int = 1
     lidar_channels: int = 4
     lidar_every: int = 3                # a LiDAR sweep every N steps (0: cameras only)
+    lidar_sector_deg: float = 120.0     # azimuth slice of the sweep scored per LiDAR step (360: all)
     ssim_weight: float = 0.2
     range_weight: float = 0.1           # per metre of L1 range error
     median_range_weight: float = 0.05

@@ -20,8 +20,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from gssim.data.reader import Log, load_log
 from gssim.recon.initialize import held_out
-from gssim.recon.metrics import chamfer_distance, intensity_rmse, lidar_range_errors, psnr, raydrop_accuracy, ssim
-from gssim.recon.report import to_uint8
+from gssim.recon.metrics import chamfer_distance, intensity_rmse, psnr, raydrop_accuracy, ssim
+from gssim.recon.report import side_by_side, to_uint8
 from gssim.recon.scene import Scene
 from gssim.recon.scene_files import load_scene
 from gssim.recon.train import readout_poses
@@ -70,7 +70,8 @@ def evaluate(scene: Scene, log_: Log, picture: Path | None = None, backend: str 
                 m["ssim"].append(float(ssim(pred, truth)))
                 if len(tiles) < 3:
                     err = (pred - truth).abs().clamp(0, 1) * 4
-                    tiles.append(np.concatenate([to_uint8(truth), to_uint8(pred), to_uint8(err.clamp(0, 1))], 0))
+                    tiles.append(side_by_side([to_uint8(truth), to_uint8(pred), to_uint8(err.clamp(0, 1))],
+                                              vertical=True))
             else:
                 dec = sid if sid in scene.lidar_decoders else None
                 frame, _, _ = scene.render_lidar(sid, t, sensor=sensor, T0=T0, T1=T1, backend=backend,
@@ -114,7 +115,7 @@ def evaluate(scene: Scene, log_: Log, picture: Path | None = None, backend: str 
             report[key] = float(np.mean(vals))
     if picture is not None and tiles:
         picture.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate(tiles, 1)).save(picture)
+        Image.fromarray(side_by_side(tiles)).save(picture)
         report["picture"] = str(picture)
     return report
 

@@ -94,17 +94,27 @@ def accumulate_points(log_: Log, frames: list[int], margin: float = 0.15
     return np.concatenate(bg_xyz), np.concatenate(bg_int), actors
 
 
-def observe_colors(log_: Log, frames: list[int], world_xyz: np.ndarray, max_views: int = 12) -> np.ndarray:
-    """Mean colour (N, 3) of world points over the camera images of ``frames`` where they
-    project inside the image in front of the camera (NaN where never seen)."""
-    acc = np.zeros((world_xyz.shape[0], 3))
-    cnt = np.zeros(world_xyz.shape[0])
-    pts = torch.from_numpy(world_xyz).float()
-    views = [(i, sid) for i in frames for sid in log_.frames[i].cameras]
+def observe_colors(log_: Log, frames: list[int], xyz: np.ndarray, track=None, max_views: int = 12) -> np.ndarray:
+    """Mean colour (N, 3) of a node's points (N, 3) over the camera images of ``frames``
+    where they project inside the image in front of the camera (NaN where never seen).
+
+    track: the node's PoseTrack (points in its object frame, posed at each frame's time),
+    or None for world points.  Occlusion is not modelled: this is a starting colour.
+    """
+    acc = np.zeros((xyz.shape[0], 3))
+    cnt = np.zeros(xyz.shape[0])
+    local = torch.from_numpy(xyz).float()
+    views = [(i, sid) for i in frames for sid in log_.frames[i].cameras
+             if track is None or track.covers(log_.frames[i].t)]
     step = max(1, len(views) // max_views)
     for i, sid in views[::step]:
         cam = log_.sensor(sid)
         T = torch.from_numpy(log_.frame_sensor_pose(i, sid)).float()
+        if track is None:
+            pts = local
+        else:
+            T_obj = torch.from_numpy(track.at(log_.frames[i].t)).float()
+            pts = local @ T_obj[:3, :3].T + T_obj[:3, 3]
         p = (pts - T[:3, 3]) @ T[:3, :3]
         uv, ok = cam.project(p)
         ok = ok & (p[:, 2] > 0.5) & torch.isfinite(uv).all(1)

@@ -43,6 +43,16 @@ def gaussian_window(window: int, sigma: float, dtype: torch.dtype = torch.float3
     return (g / g.sum()).to(dtype)
 
 
+def banded_filter(size: int, window: int, sigma: float, like: Tensor) -> Tensor:
+    """(size - window + 1, size) matrix whose rows apply the Gaussian window ('valid')."""
+    g = gaussian_window(window, sigma, like.dtype).to(like.device)
+    out = size - window + 1
+    m = torch.zeros(out, size, dtype=like.dtype, device=like.device)
+    idx = torch.arange(out, device=like.device)[:, None] + torch.arange(window, device=like.device)
+    m.scatter_(1, idx, g.expand(out, window).contiguous())
+    return m
+
+
 def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5, data_range: float = 1.0) -> Tensor:
     """Mean structural similarity (Wang et al. 2004, eq. 13) with a Gaussian window.
 
@@ -65,10 +75,10 @@ def ssim(pred: Tensor, target: Tensor, window: int = 11, sigma: float = 1.5, dat
     x = pred.reshape(-1, H, W, C).permute(0, 3, 1, 2).reshape(-1, 1, H, W)
     y = target.reshape(-1, H, W, C).permute(0, 3, 1, 2).reshape(-1, 1, H, W)
     n = x.shape[0]
-    g = gaussian_window(window, sigma, x.dtype).to(x.device)
-    maps = torch.cat([x, y, x * x, y * y, x * y])
-    maps = torch.nn.functional.conv2d(maps, g.reshape(1, 1, 1, window))
-    maps = torch.nn.functional.conv2d(maps, g.reshape(1, 1, window, 1))
+    maps = torch.cat([x, y, x * x, y * y, x * y])[:, 0]                  # (5n, H, W)
+    # The separable 'valid' filter as two banded matrix products (same sums as conv2d,
+    # several times faster than a convolution's backward on the CPU).
+    maps = banded_filter(H, window, sigma, x) @ maps @ banded_filter(W, window, sigma, x).T
     mu_x, mu_y, e_xx, e_yy, e_xy = maps.split(n)
     var_x = e_xx - mu_x ** 2
     var_y = e_yy - mu_y ** 2

@@ -189,30 +189,40 @@ class Scene(nn.Module):
         t_seen = t + frac * duration
         return t_seen if node.track.covers(t_seen) else t
 
-    def _visible_rows(self, fld: Field, sensor, T_node_sensor: Tensor) -> Tensor:
-        """Rows of a field whose extent can reach the sensor's field of view (indices)."""
+    @staticmethod
+    def _visible_rows(fld: Field, sensor, T_node_sensor: Tensor, half_fov: float | None,
+                      sector: tuple[float, float] | None = None) -> Tensor:
+        """Rows of a field whose extent can reach the sensor's field of view (indices):
+        within range, within ``half_fov`` (rad) of a camera's optical axis, and within an
+        azimuth ``sector`` (centre, half width; rad) when given."""
         with torch.no_grad():
             c = fld.centres().detach()
             r = fld.extent()
             p = (c - T_node_sensor[:3, 3]) @ T_node_sensor[:3, :3]          # sensor frame
             dist = p.norm(dim=-1)
             ok = (dist - r <= sensor.t_max) & (dist + r >= sensor.t_min)
-            if getattr(sensor, "kind", "camera") == "camera":
-                cos_max = _camera_cos_fov(sensor)
+            if half_fov is not None:
                 # Angle between the optical axis and the centre, less the angular radius.
                 ang = torch.acos((p[:, 2] / dist.clamp(min=1e-9)).clamp(-1, 1))
                 half = torch.asin((r / dist.clamp(min=1e-9)).clamp(max=1.0))
-                ok &= (ang - half <= np.arccos(cos_max) + 1e-3) | (dist <= r)
+                ok &= (ang - half <= half_fov + 1e-3) | (dist <= r)
+            if sector is not None:
+                off = torch.remainder(torch.atan2(p[:, 1], p[:, 0]) - sector[0] + np.pi, 2 * np.pi) - np.pi
+                half = torch.asin((r / dist.clamp(min=1e-9)).clamp(max=1.0))
+                ok &= (off.abs() - half <= sector[1]) | (dist <= r)
             return torch.nonzero(ok).squeeze(1)
 
     def compose(self, t: float, sensor_id: str | None, T_world_sensor: np.ndarray,
                 T_world_sensor_end: np.ndarray | None = None, sensor=None, actors: dict | None = None,
-                channels: str = "rgb", appearance: Tensor | None = None) -> Composed:
+                channels: str = "rgb", appearance: Tensor | None = None,
+                azimuth_sector: tuple[float, float] | None = None) -> Composed:
         """World-frame surfels of every node at t, culled to what ``sensor`` can see.
 
         channels: "rgb" (colour, view-dependent from the sensor position), "rgb+depth"
         (colour, distance and squared distance to the sensor, for the distortion loss) or
         "lidar" (the LiDAR feature channels).  actors: {id: T_world_object (4, 4) or None to hide}.
+        azimuth_sector: (centre, half width) radians in the sensor frame: keep only what
+        lies in that slice of azimuth (training renders part of a LiDAR sweep this way).
         """
         sensor = sensor if sensor is not None else self._spec(sensor_id).sensor
         actors = actors or {}
@@ -223,6 +233,9 @@ class Scene(nn.Module):
         if appearance is None and channels != "lidar":
             appearance = self.appearance.embedding(sensor_id)
         origin = torch.as_tensor(np.asarray(T_world_sensor)[:3, 3], dtype=torch.float32)
+        # Widest angle between a camera's optical axis and any of its rays.
+        half_fov = (float(np.arccos(float(sensor.ray_directions()[..., 2].min())))
+                    if getattr(sensor, "kind", "camera") == "camera" else None)
         parts, pieces = [], []
         for node in self.nodes:
             if node.id in actors:
@@ -239,7 +252,7 @@ class Scene(nn.Module):
                 continue
             T_wo_t = torch.as_tensor(T_wo, dtype=torch.float32)
             T_node_sensor = torch.linalg.solve(T_wo_t, torch.as_tensor(T_world_sensor, dtype=torch.float32))
-            rows = self._visible_rows(node.field, sensor, T_node_sensor)
+            rows = self._visible_rows(node.field, sensor, T_node_sensor, half_fov, azimuth_sector)
             if rows.numel() == 0:
                 continue
             dec = node.field.decode(rows, appearance)
@@ -299,7 +312,8 @@ class Scene(nn.Module):
                      backend: str = "auto", sensor=None, seed: int | None = None, T0=None, T1=None,
                      decoder_id: str | None = None) -> tuple[LidarFrame, Composed, object]:
         """LiDAR sweep: range images, intensity and drop probability from the LiDAR decoder,
-        and the point cloud (drops by threshold 0.5, or sampled when ``seed`` is given)."""
+        and the point cloud at the median range (drops by threshold 0.5, or sampled when
+        ``seed`` is given)."""
         if sensor is None:
             sensor = self._spec(sid).sensor
         if T0 is None:
@@ -310,7 +324,9 @@ class Scene(nn.Module):
         dirs = build_rays(sensor, T0, T1).rays_d.reshape(sensor.rows, sensor.cols, 3)
         cos_inc = (-(out.normal * dirs).sum(-1)).clamp(0, 1)
         intensity, drop = self.lidar_decoders[dec_key](out.features, out.alpha, cos_inc, out.range)
-        points = to_point_cloud(out, sensor, drop, intensity, seed=seed, T_world_sensor=T0,
+        # Points at the median range: the surface where transmittance crosses 0.5, not a
+        # blend of foreground and background at silhouettes.
+        points = to_point_cloud(out, sensor, drop, intensity, seed=seed, use_median=True, T_world_sensor=T0,
                                 T_world_sensor_end=T1)
         frame = LidarFrame(points=points, range=out.range, median_range=out.median_range, alpha=out.alpha,
                            intensity=intensity, drop_prob=drop, normal=out.normal)
@@ -347,7 +363,3 @@ class Scene(nn.Module):
         from gssim.recon.scene_files import save_scene
         save_scene(self, path, with_baked)
 
-
-def _camera_cos_fov(sensor) -> float:
-    """Cosine of the widest angle between the optical axis and any ray of a camera."""
-    return float(sensor.ray_directions()[..., 2].min())

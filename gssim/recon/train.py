@@ -30,7 +30,7 @@ from gssim.recon.config import TrainConfig
 from gssim.recon.densify import Densifier
 from gssim.recon.fields import ExplicitField, NeuralField
 from gssim.recon.initialize import accumulate_points, held_out, node_points, observe_colors
-from gssim.recon.metrics import psnr, ssim
+from gssim.recon.metrics import lidar_range_errors, psnr, ssim
 from gssim.recon.scene import Node, Scene, SensorSpec
 from gssim.recon.scene_files import load_scene, save_scene
 from gssim.render import render as render_surfels
@@ -112,10 +112,9 @@ def build_scene(log_: Log, cfg: TrainConfig, frames: list[int], min_actor_points
 
     path = np.stack([log_.frames[i].T_world_ego[:3, 3] for i in frames])
 
-    def make_field(xyz, intensity, voxel, T_world_node=None):
-        ps = node_points(xyz, intensity, voxel, path if T_world_node is None else None)
-        world = ps.xyz if T_world_node is None else ps.xyz @ T_world_node[:3, :3].T + T_world_node[:3, 3]
-        cols = torch.from_numpy(observe_colors(log_, frames, world)).float()
+    def make_field(xyz, intensity, voxel, track=None):
+        ps = node_points(xyz, intensity, voxel, path if track is None else None)
+        cols = torch.from_numpy(observe_colors(log_, frames, ps.xyz, track)).float()
         spacing = torch.from_numpy(ps.spacing).float()
         if cfg.field == "explicit":   # explicit surfels must cover the surface on their own
             return field_cls.from_points(torch.from_numpy(ps.xyz).float(), torch.from_numpy(ps.normals).float(),
@@ -131,8 +130,7 @@ def build_scene(log_: Log, cfg: TrainConfig, frames: list[int], min_actor_points
         if len(xyz) < min_actor_points:
             log.info("actor %s: %d LiDAR returns, too few for a node; left out", aid, len(xyz))
             continue
-        T_mid = actor.track.at(actor.track.t_start)
-        nodes.append(Node(aid, "actor", make_field(xyz, inten, cfg.actor_voxel, T_mid), actor.cls,
+        nodes.append(Node(aid, "actor", make_field(xyz, inten, cfg.actor_voxel, actor.track), actor.cls,
                           np.asarray(actor.size, np.float64), actor.track))
     sensors = {sid: SensorSpec(sid, e.type, e.sensor, e.T_ego_sensor,
                                {k: v for k, v in e.entry.items() if k != "T_ego_sensor"})
@@ -187,6 +185,8 @@ class Trainer:
         self.cams = [camera_view(log_, i, sid) for i in self.train_frames for sid in log_.frames[i].cameras]
         self.lidars = [lidar_view(log_, i, sid) for i in self.train_frames for sid in log_.frames[i].lidars]
         self.val_cams = [camera_view(log_, i, sid) for i in self.test_frames for sid in log_.frames[i].cameras][:6]
+        val_lidars = [(i, sid) for i in self.test_frames for sid in log_.frames[i].lidars]
+        self.val_lidar = lidar_view(log_, *val_lidars[0]) if val_lidars else None
         if not self.cams:
             raise ValueError(f"log {log_.name!r} has no camera images in its training frames")
         self.gen = torch.Generator().manual_seed(cfg.seed)
@@ -262,17 +262,26 @@ class Trainer:
     def lidar_loss(self, view: LidarView) -> Tensor:
         cfg, sc = self.cfg, self.scene
         lidar = self.log.sensor(view.sid)
-        comp = sc.compose(view.t, view.sid, view.T0, view.T1, sensor=lidar, channels="lidar")
+        # A random slice of azimuth: surfels outside it (with a margin for the sweep's motion)
+        # are culled before any per-surfel work, and only the slice's rays are scored.
+        centre = float(torch.rand((), generator=self.gen)) * 2 * math.pi - math.pi
+        half = math.radians(cfg.lidar_sector_deg) / 2
+        comp = sc.compose(view.t, view.sid, view.T0, view.T1, sensor=lidar, channels="lidar",
+                          azimuth_sector=(centre, half + math.radians(10.0)))
         out = render_surfels(comp.surfels, lidar, view.T0, view.T1, backend="auto")
         cos_inc = (-(out.normal * view.dirs_world).sum(-1)).clamp(0, 1)
         intensity, drop = sc.lidar_decoders[view.sid](out.features, out.alpha, cos_inc, out.range)
-        v = view.valid
-        loss = cfg.raydrop_weight * F.binary_cross_entropy(drop.clamp(1e-5, 1 - 1e-5), (~v).float())
+        d = lidar.ray_directions()
+        scored = (torch.remainder(torch.atan2(d[..., 1], d[..., 0]) - centre + math.pi, 2 * math.pi) - math.pi
+                  ).abs() <= half
+        v = view.valid & scored
+        loss = cfg.raydrop_weight * F.binary_cross_entropy(drop[scored].clamp(1e-5, 1 - 1e-5),
+                                                           (~view.valid[scored]).float())
         if v.any():
             loss = loss + cfg.range_weight * (out.range - view.range)[v].abs().mean()
             loss = loss + cfg.median_range_weight * (out.median_range - view.range)[v].abs().mean()
             loss = loss + cfg.intensity_weight * (intensity - view.intensity)[v].abs().mean()
-        sky = view.upward & ~v
+        sky = view.upward & ~view.valid & scored
         if sky.any():
             loss = loss + cfg.sky_weight * out.alpha[sky].mean()
         return loss
@@ -304,6 +313,15 @@ class Trainer:
                 frame, _, _ = self.scene.render_camera(view.sid, view.t, T0=view.T0, T1=view.T1)
                 vals.append(float(psnr(frame.color.clamp(0, 1), view.image)))
         return float(np.mean(vals))
+
+    def validate_lidar(self) -> float | None:
+        """Median absolute range error (m) of one held-out LiDAR sweep (None without one)."""
+        if not self.val_lidar:
+            return None
+        v = self.val_lidar
+        with torch.no_grad():
+            frame, _, _ = self.scene.render_lidar(v.sid, v.t, T0=v.T0, T1=v.T1)
+        return lidar_range_errors(frame.range, v.range, v.valid) if v.valid.any() else None
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -401,14 +419,17 @@ def train(log_path, out, cfg: TrainConfig, resume: bool = False, stop_after: int
             stats = trainer.train_step()
             trainer.train_seconds += time.perf_counter() - t0
             ema = stats if ema is None else {k: 0.9 * ema[k] + 0.1 * stats[k] for k in stats}
-            if trainer.step % eval_every == 0 or trainer.step == cfg.steps:
+            if trainer.step % eval_every == 0 or trainer.step in (1, cfg.steps):
                 val = trainer.validate()
                 trainer.curves.append({"step": trainer.step, "seconds": trainer.train_seconds, **ema,
-                                       "val_psnr": val, "rows": sum(n.field.n_rows for n in trainer.scene.nodes)})
+                                       "val_psnr": val, "val_range_error_m": trainer.validate_lidar(),
+                                       "rows": sum(n.field.n_rows for n in trainer.scene.nodes)})
                 bar.update(task, val=f"{val:.2f}" if val is not None else "-")
-                log.info("step %d (%.0f s): loss %.4f, train PSNR %.2f, held-out PSNR %s, %d rows", trainer.step,
-                         trainer.train_seconds, ema["loss"], ema["psnr"], "-" if val is None else f"{val:.2f}",
-                         trainer.curves[-1]["rows"])
+                c = trainer.curves[-1]
+                log.info("step %d (%.0f s): loss %.4f, train PSNR %.2f, held-out PSNR %s, range error %s, %d rows",
+                         trainer.step, trainer.train_seconds, ema["loss"], ema["psnr"],
+                         "-" if val is None else f"{val:.2f}",
+                         "-" if c["val_range_error_m"] is None else f"{c['val_range_error_m'] * 100:.1f} cm", c["rows"])
             bar.update(task, completed=trainer.step, loss=ema["loss"], psnr=ema["psnr"])
             stop = stop_after is not None and trainer.step >= stop_after
             if stop or time.monotonic() - last_ckpt > cfg.checkpoint_minutes * 60:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 
 import numpy as np
 import pytest
@@ -21,16 +20,9 @@ from gssim.recon.scene_io import SceneFormatError
 from gssim.core.transforms import quat_to_rotmat
 from gssim.render.lidar_returns import LidarReturnDecoder
 from gssim.sensors import PinholeCamera, SpinningLidar
+from tests.data.conftest import pose
 
 CAM_POSE = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 1.5], [0, 0, 0, 1]], np.float64)  # x forward
-
-
-def pose(x=0.0, y=0.0, z=0.0, yaw=0.0) -> np.ndarray:
-    T = np.eye(4)
-    c, s = math.cos(yaw), math.sin(yaw)
-    T[:3, :3] = [[c, -s, 0], [s, c, 0], [0, 0, 1]]
-    T[:3, 3] = [x, y, z]
-    return T
 
 
 def wall(n: int, x: float, seed: int, kind: str = "neural"):
