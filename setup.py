@@ -44,7 +44,7 @@ setup(
         "scipy>=1.11",
         "matplotlib>=3.8",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={"test": ["pytest>=8", "scikit-image>=0.22", "plyfile>=1.0"]},
     entry_points={"console_scripts": ["gssim=gssim.cli:main"]},
     ext_modules=[ext],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},

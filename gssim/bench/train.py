@@ -74,7 +74,8 @@ def run(log_path, preset: str, warm_steps: int, repeats: int) -> list[str]:
     img = cam.image.clone().requires_grad_(True)
     band_t = median_time(lambda: ssim(img, cam.image).backward(), repeats)
     conv_t = median_time(lambda: _ssim_conv(img, cam.image).backward(), repeats)
-    diff = abs(float(ssim(img, cam.image * 0.9)) - float(_ssim_conv(img, cam.image * 0.9)))
+    with torch.no_grad():
+        diff = abs(float(ssim(img, cam.image * 0.9)) - float(_ssim_conv(img, cam.image * 0.9)))
     lines.append(f"SSIM forward+backward at {sensor.cols}x{sensor.rows}: banded matrices {band_t * 1e3:.1f} ms, "
                  f"conv2d {conv_t * 1e3:.1f} ms -> {conv_t / band_t:.1f}x (values agree to {diff:.1e})")
     return lines
