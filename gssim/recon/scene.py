@@ -191,13 +191,15 @@ class Scene(nn.Module):
 
     @staticmethod
     def _visible_rows(fld: Field, sensor, T_node_sensor: Tensor, half_fov: float | None,
-                      sector: tuple[float, float] | None = None) -> Tensor:
+                      sector: tuple[float, float] | None = None, reach: float = 0.0) -> Tensor:
         """Rows of a field whose extent can reach the sensor's field of view (indices):
         within range, within ``half_fov`` (rad) of a camera's optical axis, and within an
-        azimuth ``sector`` (centre, half width; rad) when given."""
+        azimuth ``sector`` (centre, half width; rad) when given.  ``reach`` (m) grows every
+        extent by how far the sensor moves over its readout (angles: ``half_fov`` and the
+        sector already include how far it turns)."""
         with torch.no_grad():
             c = fld.centres().detach()
-            r = fld.extent()
+            r = fld.extent() + reach
             p = (c - T_node_sensor[:3, 3]) @ T_node_sensor[:3, :3]          # sensor frame
             dist = p.norm(dim=-1)
             ok = (dist - r <= sensor.t_max) & (dist + r >= sensor.t_min)
@@ -233,9 +235,17 @@ class Scene(nn.Module):
         if appearance is None and channels != "lidar":
             appearance = self.appearance.embedding(sensor_id)
         origin = torch.as_tensor(np.asarray(T_world_sensor)[:3, 3], dtype=torch.float32)
+        # A moving readout (rolling shutter, sweep) widens the view by its motion.
+        reach = turn = 0.0
+        if T_world_sensor_end is not None:
+            T0, T1 = np.asarray(T_world_sensor), np.asarray(T_world_sensor_end)
+            reach = float(np.linalg.norm(T1[:3, 3] - T0[:3, 3]))
+            turn = float(np.arccos(np.clip((np.trace(T0[:3, :3].T @ T1[:3, :3]) - 1) / 2, -1, 1)))
         # Widest angle between a camera's optical axis and any of its rays.
-        half_fov = (float(np.arccos(float(sensor.ray_directions()[..., 2].min())))
+        half_fov = (float(np.arccos(float(sensor.ray_directions()[..., 2].min()))) + turn
                     if getattr(sensor, "kind", "camera") == "camera" else None)
+        if azimuth_sector is not None:
+            azimuth_sector = (azimuth_sector[0], azimuth_sector[1] + turn)
         parts, pieces = [], []
         for node in self.nodes:
             if node.id in actors:
@@ -252,7 +262,7 @@ class Scene(nn.Module):
                 continue
             T_wo_t = torch.as_tensor(T_wo, dtype=torch.float32)
             T_node_sensor = torch.linalg.solve(T_wo_t, torch.as_tensor(T_world_sensor, dtype=torch.float32))
-            rows = self._visible_rows(node.field, sensor, T_node_sensor, half_fov, azimuth_sector)
+            rows = self._visible_rows(node.field, sensor, T_node_sensor, half_fov, azimuth_sector, reach)
             if rows.numel() == 0:
                 continue
             dec = node.field.decode(rows, appearance)

@@ -196,3 +196,17 @@ def test_quat_multiply_composes_rotations():
     a = torch.nn.functional.normalize(torch.randn(10, 4, generator=g), dim=-1)
     b = torch.nn.functional.normalize(torch.randn(10, 4, generator=g), dim=-1)
     assert torch.allclose(quat_to_rotmat(quat_multiply(a, b)), quat_to_rotmat(a) @ quat_to_rotmat(b), atol=1e-5)
+
+
+def test_view_culling_keeps_what_a_turning_rolling_shutter_camera_sees(monkeypatch):
+    """The camera turns 70 degrees during its readout: the wall it ends on is outside the
+    field of view it starts with, and must still be drawn (culling widens by the motion)."""
+    scene = make_scene()
+    cam = PinholeCamera(64, 40, 40.0, 40.0, 32.0, 20.0, rolling_shutter_s=0.05)
+    T0, T1 = pose(yaw=-1.2) @ CAM_POSE, pose(x=0.5, yaw=0.0) @ CAM_POSE
+    with torch.no_grad():
+        culled, _, _ = scene.render_camera("cam", 0.0, sensor=cam, T0=T0, T1=T1)
+        monkeypatch.setattr(Scene, "_visible_rows", staticmethod(lambda fld, *a, **k: torch.arange(fld.n_rows)))
+        everything, _, _ = scene.render_camera("cam", 0.0, sensor=cam, T0=T0, T1=T1)
+    assert float(everything.alpha.max()) > 0.5, "the wall is in the late rows"
+    assert torch.allclose(culled.color, everything.color, atol=1e-5)
