@@ -13,11 +13,25 @@ from gssim.recon.scene_files import load_scene
 from gssim.core.transforms import rotmat_to_quat
 
 
+def rotate_sh(sh: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+    """SH coefficients (N, S, 3) of a node rotated by R (3, 3) into the world frame.
+
+    Band 0 is invariant; band 1 (basis -y, z, -x) turns like a vector; band 2 is set to
+    zero (its rotation is not implemented), which keeps the mean colour and band 1.
+    """
+    out = sh.clone()
+    if sh.shape[1] > 1:
+        P = torch.tensor([[0.0, -1, 0], [0, 0, 1], [-1, 0, 0]], dtype=sh.dtype)  # band-1 basis = C1 * P d
+        M = P @ R.to(sh.dtype) @ P.T
+        out[:, 1:4] = torch.einsum("ij,njc->nic", M, sh[:, 1:4])
+    out[:, 4:] = 0
+    return out
+
+
 def world_surfels(scene: Scene, t: float) -> dict[str, torch.Tensor]:
     """All surfels of the scene at time t in the world frame, decoded with the mean
-    appearance: means, quats, scales, opacities, sh (N, S, 3) (SH in the world frame
-    only for degree 0 and rigid nodes without rotation; higher bands are rotated by
-    evaluating nothing: they are dropped for moving actors)."""
+    appearance: means (N, 3), quats (N, 4), scales (N, 2), opacities (N,), sh (N, S, 3)
+    (actors' SH turned by their pose, see ``rotate_sh``)."""
     emb = scene.appearance.embedding(None)
     parts = []
     with torch.no_grad():
@@ -28,14 +42,13 @@ def world_surfels(scene: Scene, t: float) -> dict[str, torch.Tensor]:
             dec = node.field.decode(torch.arange(node.field.n_rows), emb)
             Tt = torch.as_tensor(T, dtype=torch.float32)
             means = dec.means @ Tt[:3, :3].T + Tt[:3, 3]
-            quats = dec.quats if node.track is None else quat_multiply(
-                rotmat_to_quat(Tt[None, :3, :3])[0].expand_as(dec.quats), dec.quats)
-            sh = dec.sh if node.track is None else dec.sh[:, :1]
+            if node.track is None:
+                quats, sh = dec.quats, dec.sh
+            else:
+                q_obj = rotmat_to_quat(Tt[None, :3, :3])[0]
+                quats, sh = quat_multiply(q_obj.expand_as(dec.quats), dec.quats), rotate_sh(dec.sh, Tt[:3, :3])
             parts.append((means, quats, dec.scales, dec.opacities, sh))
-    degree_one = any(p[4].shape[1] == 1 for p in parts)
-    out = {k: torch.cat([p[i] for p in parts]) for i, k in enumerate(("means", "quats", "scales", "opacities"))}
-    out["sh"] = torch.cat([p[4][:, :1] if degree_one else p[4] for p in parts])
-    return out
+    return {k: torch.cat([p[i] for p in parts]) for i, k in enumerate(("means", "quats", "scales", "opacities", "sh"))}
 
 
 def export_ply(scene_path, ply_path, t: float | None = None) -> int:

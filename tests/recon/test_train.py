@@ -124,3 +124,15 @@ def test_other_rigs_train_and_evaluate(tmp_path):
     assert np.isfinite(report["psnr"]) and np.isfinite(report["lidar_median_range_error_m"])
     frame = scene.render(0.1, sensors=["fisheye_rs"])["fisheye_rs"]
     assert frame.color.shape == (48, 48, 3)
+
+
+def test_sh_turned_with_an_actor_gives_the_same_colour_in_the_world_frame():
+    from gssim.recon.export import rotate_sh
+    from gssim.recon.fields import sh_to_rgb
+    from gssim.core.transforms import quat_to_rotmat
+    g = torch.Generator().manual_seed(2)
+    sh = torch.randn(20, 4, 3, generator=g) * 0.3
+    R = quat_to_rotmat(torch.nn.functional.normalize(torch.randn(4, generator=g), dim=0))
+    d_world = torch.nn.functional.normalize(torch.randn(20, 3, generator=g), dim=1)
+    local = sh_to_rgb(sh, d_world @ R)                 # the view direction in the actor's frame
+    assert torch.allclose(sh_to_rgb(rotate_sh(sh, R), d_world), local, atol=1e-5)
