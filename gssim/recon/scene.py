@@ -102,6 +102,11 @@ class Composed:
     parts: list[tuple[Node, Decoded, Tensor, Tensor]] = field(default_factory=list)
 
 
+def readout_duration(sensor) -> float:
+    """Seconds from a sensor's first to last cell: a LiDAR's sweep, a camera's rolling-shutter readout."""
+    return float(getattr(sensor, "sweep_duration_s", getattr(sensor, "rolling_shutter_s", 0.0)))
+
+
 def _sensor_frame_points(T_world_sensor: np.ndarray, points: Tensor) -> Tensor:
     T = torch.as_tensor(T_world_sensor, dtype=torch.float32)
     return (points - T[:3, 3]) @ T[:3, :3]
@@ -166,7 +171,7 @@ class Scene(nn.Module):
         sensor = spec.sensor
         if sensor.is_instant:
             return T0, None
-        duration = float(getattr(sensor, "sweep_duration_s", getattr(sensor, "rolling_shutter_s", 0.0)))
+        duration = readout_duration(sensor)
         if T_world_ego_end is not None:
             return T0, np.asarray(T_world_ego_end, np.float64) @ spec.T_ego_sensor
         if T_world_ego is not None:   # a pose given without its end: the sensor holds still
@@ -178,7 +183,7 @@ class Scene(nn.Module):
         """Time at which a moving sensor's readout sees the node's centre (t for an instant one)."""
         if T1 is None or node.track is None or not node.track.covers(t):
             return t
-        duration = float(getattr(sensor, "sweep_duration_s", getattr(sensor, "rolling_shutter_s", 0.0)))
+        duration = readout_duration(sensor)
         centre = torch.as_tensor(node.track.at(t)[:3, 3], dtype=torch.float32)[None]
         uv, ok = sensor.project(_sensor_frame_points(T0, centre))
         if not bool(ok[0]) or not torch.isfinite(uv).all():

@@ -31,7 +31,7 @@ from gssim.recon.densify import Densifier
 from gssim.recon.fields import ExplicitField, NeuralField
 from gssim.recon.initialize import accumulate_points, held_out, node_points, observe_colors
 from gssim.recon.metrics import lidar_range_errors, psnr, ssim
-from gssim.recon.scene import Node, Scene, SensorSpec
+from gssim.recon.scene import Node, Scene, SensorSpec, readout_duration
 from gssim.recon.scene_files import load_scene, save_scene
 from gssim.render import render as render_surfels
 from gssim.render.lidar_returns import LidarReturnDecoder
@@ -75,8 +75,7 @@ def readout_poses(log_: Log, i: int, sid: str) -> tuple[np.ndarray, np.ndarray |
     T0 = log_.frame_sensor_pose(i, sid)
     if sensor.is_instant:
         return T0, None
-    duration = float(getattr(sensor, "sweep_duration_s", getattr(sensor, "rolling_shutter_s", 0.0)))
-    return T0, log_.sensor_pose_at(sid, log_.frames[i].t + duration, extrapolate=True)
+    return T0, log_.sensor_pose_at(sid, log_.frames[i].t + readout_duration(sensor), extrapolate=True)
 
 
 def camera_view(log_: Log, i: int, sid: str) -> CameraView:
