@@ -179,9 +179,11 @@ class Scene(nn.Module):
         return T0, self.ego_track.at(t + duration, extrapolate=True) @ spec.T_ego_sensor
 
     # --- composing surfels ------------------------------------------------------------
-    def _node_time(self, node: Node, sensor, t: float, T0: np.ndarray, T1: np.ndarray | None) -> float:
-        """Time at which a moving sensor's readout sees the node's centre (t for an instant one)."""
-        if T1 is None or node.track is None or not node.track.covers(t):
+    @staticmethod
+    def _node_time(node: Node, sensor, t: float, T0: np.ndarray, fractions: Tensor | None) -> float:
+        """Time at which a moving sensor's readout sees the node's centre; ``fractions`` are
+        the sensor's cell fractions (None for a readout that does not move: t)."""
+        if fractions is None or node.track is None or not node.track.covers(t):
             return t
         duration = readout_duration(sensor)
         centre = torch.as_tensor(node.track.at(t)[:3, 3], dtype=torch.float32)[None]
@@ -190,7 +192,7 @@ class Scene(nn.Module):
             return t
         col = int(uv[0, 0].clamp(0, sensor.cols - 1))
         row = int(uv[0, 1].clamp(0, sensor.rows - 1))
-        frac = float(sensor.cell_fractions()[row, col])
+        frac = float(fractions[row, col])
         t_seen = t + frac * duration
         return t_seen if node.track.covers(t_seen) else t
 
@@ -242,7 +244,9 @@ class Scene(nn.Module):
         origin = torch.as_tensor(np.asarray(T_world_sensor)[:3, 3], dtype=torch.float32)
         # A moving readout (rolling shutter, sweep) widens the view by its motion.
         reach = turn = 0.0
+        fractions = None
         if T_world_sensor_end is not None:
+            fractions = sensor.cell_fractions()      # once per render, for every actor's timing
             T0, T1 = np.asarray(T_world_sensor), np.asarray(T_world_sensor_end)
             reach = float(np.linalg.norm(T1[:3, 3] - T0[:3, 3]))
             turn = float(np.arccos(np.clip((np.trace(T0[:3, :3].T @ T1[:3, :3]) - 1) / 2, -1, 1)))
@@ -260,7 +264,7 @@ class Scene(nn.Module):
             elif node.track is None:
                 T_wo = np.eye(4)
             else:
-                T_wo = node.pose_at(self._node_time(node, sensor, t, T_world_sensor, T_world_sensor_end))
+                T_wo = node.pose_at(self._node_time(node, sensor, t, T_world_sensor, fractions))
                 if T_wo is None:
                     continue
             if node.field.n_rows == 0:
