@@ -44,7 +44,12 @@ setup(
         "scipy>=1.11",
         "matplotlib>=3.8",
     ],
-    extras_require={"test": ["pytest>=8", "scikit-image>=0.22", "plyfile>=1.0"]},
+    extras_require={
+        # Dataset converters (`gssim convert`): nuScenes through its devkit (which needs
+        # numpy < 2, hence the pyarrow and plyfile releases that still support numpy 1.x).
+        "datasets": ["nuscenes-devkit==1.2.0", "pyarrow==19.0.1"],
+        "test": ["pytest>=8", "scikit-image>=0.22", "plyfile==1.0.3", "nuscenes-devkit==1.2.0", "pyarrow==19.0.1"],
+    },
     entry_points={"console_scripts": ["gssim=gssim.cli:main"]},
     ext_modules=[ext],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},

@@ -1,4 +1,4 @@
-"""The `gssim` command: demo, showcase, synth, train, eval, bake, export, bench."""
+"""The `gssim` command: demo, showcase, synth, convert, train, eval, bake, export, bench."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ from gssim import demo, showcase
 from gssim.bench import lidar as bench_lidar
 from gssim.bench import render as bench_render
 from gssim.bench import train as bench_train
+from gssim.data.convert import cli as convert_cli
 from gssim.recon import cli as recon_cli
 from gssim.synth import cli as synth_cli
 
@@ -19,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_parser(sub)
     showcase.add_parser(sub)
     synth_cli.add_parser(sub)
+    convert_cli.add_parser(sub)
     recon_cli.add_parsers(sub)
     bench = sub.add_parser("bench", help="benchmarks: throughput and ratio against a reference")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
