@@ -47,8 +47,9 @@ setup(
     extras_require={
         # Dataset converters (`gssim convert`): nuScenes through its devkit (which needs
         # numpy < 2, hence the pyarrow and plyfile releases that still support numpy 1.x).
-        "datasets": ["nuscenes-devkit==1.2.0", "pyarrow==19.0.1"],
-        "test": ["pytest>=8", "scikit-image>=0.22", "plyfile==1.0.3", "nuscenes-devkit==1.2.0", "pyarrow==19.0.1"],
+        "datasets": ["nuscenes-devkit==1.2.0", "pyarrow==19.0.1", "pandas==3.0.6"],
+        "test": ["pytest>=8", "scikit-image>=0.22", "plyfile==1.0.3", "nuscenes-devkit==1.2.0", "pyarrow==19.0.1",
+                 "pandas==3.0.6"],
     },
     entry_points={"console_scripts": ["gssim=gssim.cli:main"]},
     ext_modules=[ext],
