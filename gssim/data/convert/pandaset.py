@@ -182,9 +182,10 @@ def _poses(root: Path, rel: str, n: int) -> np.ndarray:
     for k in range(n):
         pos = require(DATASET, rel, data[k], "position", f"[{k}].")
         head = require(DATASET, rel, data[k], "heading", f"[{k}].")
+        values = [require(DATASET, rel, pos, a, f"[{k}].position.") for a in "xyz"]
+        values += [require(DATASET, rel, head, a, f"[{k}].heading.") for a in "wxyz"]
         try:
-            p = [float(require(DATASET, rel, pos, a, f"[{k}].position.")) for a in "xyz"]
-            q = [float(require(DATASET, rel, head, a, f"[{k}].heading.")) for a in "wxyz"]
+            p, q = [float(v) for v in values[:3]], [float(v) for v in values[3:]]
         except (TypeError, ValueError):
             raise ConvertError(DATASET, rel, "pose values must be numbers", f"[{k}]") from None
         if not (np.all(np.isfinite(p)) and np.all(np.isfinite(q))) or np.linalg.norm(q) < 1e-6:
@@ -304,8 +305,9 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
             continue
         base = f"camera/{name}"
         intr = _json(seq, f"{base}/intrinsics.json")
+        values = [require(DATASET, f"{base}/intrinsics.json", intr, k) for k in ("fx", "fy", "cx", "cy")]
         try:
-            fx, fy, cx, cy = (float(require(DATASET, f"{base}/intrinsics.json", intr, k)) for k in ("fx", "fy", "cx", "cy"))
+            fx, fy, cx, cy = (float(v) for v in values)
         except (TypeError, ValueError):
             raise ConvertError(DATASET, f"{base}/intrinsics.json", "intrinsics must be numbers") from None
         cam_ts = _number_list(seq, f"{base}/timestamps.json", n)[:n] - t0
@@ -333,6 +335,12 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
     if front is not None and front["mount"][0, 2] <= 0:  # optical axis along ego x
         logger.warning("pandaset %s: the front camera looks along ego %s, not forward; lidar/poses.json may not use "
                        "PandaSet's x-right, y-forward axes", scene, np.round(front["mount"][:3, 2], 3).tolist())
+
+    # Every per-frame file present before anything is written.
+    for k in range(n):
+        for rel in [f"lidar/{k:02d}.pkl.gz", f"annotations/cuboids/{k:02d}.pkl.gz",
+                    *(f"camera/{name}/{k:02d}.jpg" for name in cams)]:
+            source_file(DATASET, seq, rel)
 
     # The sweep's starting azimuth, fitted on frame 0; then every frame in one pass.
     stats = {"points": 0, "kept": 0, "pandar_gt": 0, "out_of_range": 0, "out_of_time": 0}

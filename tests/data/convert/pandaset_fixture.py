@@ -155,51 +155,52 @@ def pandaset_yaw(heading: float) -> float:
     return math.atan2(-math.cos(heading), math.sin(heading))
 
 
-# --- ray casting ------------------------------------------------------------------------
-def _hit_box(o: np.ndarray, d: np.ndarray, T: np.ndarray, lwh) -> float:
-    R, c = T[:3, :3], T[:3, 3]
-    lo, ld = R.T @ (o - c), R.T @ d
+# --- ray casting (all rays of a sweep at once) ---------------------------------------------
+def _hit_boxes(o: np.ndarray, d: np.ndarray, T: np.ndarray, lwh) -> np.ndarray:
+    """Ray parameter (M,) of the first hit of rays o + s d (M, 3) on boxes T (M, 4, 4), inf on a miss."""
+    R, c = T[:, :3, :3], T[:, :3, 3]
+    lo = np.einsum("mji,mj->mi", R, o - c)
+    ld = np.einsum("mji,mj->mi", R, d)
     half = np.array(lwh) / 2
     with np.errstate(divide="ignore", invalid="ignore"):
         t1, t2 = (-half - lo) / ld, (half - lo) / ld
-    tmin = np.nanmax(np.minimum(t1, t2))
-    tmax = np.nanmin(np.maximum(t1, t2))
-    return tmin if tmax >= tmin > 0 else math.inf
+    tmin = np.nanmax(np.minimum(t1, t2), axis=1)
+    tmax = np.nanmin(np.maximum(t1, t2), axis=1)
+    return np.where((tmax >= tmin) & (tmin > 0), tmin, np.inf)
 
 
-def _hit_world(o: np.ndarray, d: np.ndarray) -> float:
-    best = math.inf
-    if d[2] < 0:
-        best = (GROUND_Z - o[2]) / d[2]
-    oc = o[:2] - WALL_CENTER
-    a, b, c = d[:2] @ d[:2], 2 * oc @ d[:2], oc @ oc - WALL_RADIUS ** 2
-    best = min(best, (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a))
-    return best
+def _hit_world(o: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Ray parameter (M,) of the first hit on the ground plane or the round wall."""
+    with np.errstate(divide="ignore"):
+        ground = np.where(d[:, 2] < 0, (GROUND_Z - o[:, 2]) / d[:, 2], np.inf)
+    oc = o[:, :2] - WALL_CENTER
+    a = (d[:, :2] ** 2).sum(1)
+    b = 2 * (oc * d[:, :2]).sum(1)
+    c = (oc ** 2).sum(1) - WALL_RADIUS ** 2
+    wall = (-b + np.sqrt(b * b - 4 * a * c)) / (2 * a)
+    return np.minimum(ground, wall)
 
 
 def sweep(k: int, rng: np.random.Generator) -> dict:
     """Frame k's Pandar64 returns: world xyz, time (Unix s), beam, what they hit."""
     t_frame = frame_times()[k]
-    xyz, times, beams, hits = [], [], [], []
-    for j in range(N_RAYS):
-        dt = -0.5 / SPIN_HZ + (j + 0.5) / (N_RAYS * SPIN_HZ)
-        t = t_frame + dt
-        az = math.radians(AZ0_DEG - 360.0 * SPIN_HZ * dt)          # clockwise
-        b = int(rng.integers(0, 64))
-        el = math.radians(PANDAR64_ELEV[b])
-        V = vehicle_pose(t)
-        o = V[:3, 3]
-        d = V[:3, :3] @ np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)])
-        s, what = _hit_world(o, d), "world"
-        for aid, a in ACTORS.items():
-            sb = _hit_box(o, d, actor_pose(aid, t), a["lwh"])
-            if sb < s:
-                s, what = sb, aid
-        xyz.append(o + s * d)
-        times.append(t)
-        beams.append(b)
-        hits.append(what)
-    return {"xyz": np.array(xyz), "t": np.array(times), "beam": np.array(beams), "hit": np.array(hits)}
+    dt = -0.5 / SPIN_HZ + (np.arange(N_RAYS) + 0.5) / (N_RAYS * SPIN_HZ)
+    t = t_frame + dt
+    az = np.radians(AZ0_DEG - 360.0 * SPIN_HZ * dt)          # clockwise
+    beam = rng.integers(0, 64, N_RAYS)
+    el = np.radians(np.array(PANDAR64_ELEV)[beam])
+    V = np.stack([vehicle_pose(ti) for ti in t])
+    o = V[:, :3, 3]
+    d = np.einsum("mij,mj->mi", V[:, :3, :3],
+                  np.column_stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)]))
+    s = _hit_world(o, d)
+    hit = np.full(N_RAYS, "world", dtype=object)
+    for aid, a in ACTORS.items():
+        sb = _hit_boxes(o, d, np.stack([actor_pose(aid, ti) for ti in t]), a["lwh"])
+        closer = sb < s
+        s = np.where(closer, sb, s)
+        hit[closer] = aid
+    return {"xyz": o + s[:, None] * d, "t": t, "beam": beam, "hit": hit}
 
 
 def _pose_json(T: np.ndarray) -> dict:
