@@ -480,7 +480,7 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
         logger.warning("%s missing: TOP LiDAR motion compensated from frame poses interpolated in time "
                        "(exact per-pixel poses need the lidar_pose component)", rel_lp)
     # Fallback ego track: frame vehicle poses at mid-sweep.
-    ego_mid = PoseTrack(frame_us * 1e-6 + 0.5 * sweep, np.stack([vehicle[int(t)] for t in frame_us]),
+    ego_mid = PoseTrack((frame_us - frame_us[0]) * 1e-6 + 0.5 * sweep, np.stack([vehicle[int(t)] for t in frame_us]),
                         name="vehicle poses")
 
     # Cameras.
@@ -505,13 +505,15 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
     ci_pose = _matrices(ci, f"{CI}.pose.transform", rel_ci)
     timing = {c: _numbers(ci, f"{CI}.{c}", rel_ci, allow_null=True) for c in CAMERA_TIMING + VELOCITY}
 
-    # Every frame-to-be, in time order.
+    # Every frame-to-be, in time order; times relative to the first frame's timestamp
+    # (integer microseconds subtracted exactly; camera times are Unix seconds as doubles).
+    base_us = int(frame_us[0])
     events: list[_Event] = []
     for i, t_us in enumerate(lidar_us):
         if int(t_us) not in vehicle:
             logger.warning("%s: TOP sweep at %d us has no vehicle pose; skipped", rel_li, t_us)
             continue
-        events.append(_Event(int(t_us) * 1e-6, 0, i, "lidar_top", extra={"us": int(t_us)}))
+        events.append(_Event((int(t_us) - base_us) * 1e-6, 0, i, "lidar_top", extra={"us": int(t_us)}))
     missing_cal = sorted({CAMERA_NAMES.get(int(c), str(c)) for c in ci_cam if int(c) not in cameras})
     if missing_cal:
         raise ConvertError(DATASET, rel_cc, f"no calibration for camera(s) {missing_cal} of camera_image", KEY_CAMERA)
@@ -531,7 +533,7 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
         T = ci_pose[i]
         if math.isfinite(pose_ts) and np.all(np.isfinite(v)) and np.all(np.isfinite(w)):
             T = extrapolate_pose(T, v, w, t_img - pose_ts)
-        events.append(_Event(t_img, 1, i, cam["sid"], T_world_ego=T))
+        events.append(_Event(t_img - base_us * 1e-6, 1, i, cam["sid"], T_world_ego=T))
     if not events:
         raise ConvertError(DATASET, rel_li, "no TOP LiDAR sweep or camera image to convert", KEY_TIME)
     events.sort(key=lambda e: (e.t, e.kind, e.sid))
@@ -558,7 +560,8 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
             raise ConvertError(DATASET, rel_cc, f"camera {CAMERA_NAMES[code]}: {exc}", f"{CC}.intrinsic") from None
         writer.add_sensor(cam["sid"], model, cam["T"])
     writer.add_sensor("lidar_top", top, X)
-    writer.extra["source"] = {"dataset": "waymo_open_dataset_v2", "context_name": scene, "time_origin_unix_s": t0,
+    writer.extra["source"] = {"dataset": "waymo_open_dataset_v2", "context_name": scene,
+                              "time_origin_unix_s": base_us * 1e-6 + t0,
                               "lidar": "TOP, first return", "intensity": "tanh(max(intensity, 0))",
                               "lidar_motion_compensation": "per-pixel lidar_pose" if lpose is not None
                               else "frame poses interpolated in time"}
@@ -635,7 +638,7 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
 
     n_actors = 0
     if src.has("lidar_box"):
-        n_actors = _box_tracks(src, {int(t): int(t) * 1e-6 for t in frame_us}, vehicle, t0, writer)
+        n_actors = _box_tracks(src, {int(t): (int(t) - base_us) * 1e-6 for t in frame_us}, vehicle, t0, writer)
     else:
         logger.warning("%s missing: no actor tracks", _rel("lidar_box", scene))
     path = writer.finish()
