@@ -150,6 +150,7 @@ T_WAYMO_CAM_OPENCV = np.array([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0
 MERGE_S = 1e-5              # events closer than this share one frame
 DEFAULT_SWEEP_S = 0.1       # the TOP LiDAR spins at 10 Hz
 POSE_SAMPLES = 64           # pixel-pose columns sampled per sweep for the frame-time pose
+BATCH_ROWS = 32             # parquet rows decoded at a time
 
 
 def _rel(tag: str, scene: str) -> str:
@@ -266,23 +267,29 @@ class _Source:
         for col in wanted:
             if col not in schema.names:
                 raise ConvertError(DATASET, rel, f"missing column (the file has {len(schema.names)} columns)", col)
-        filters = None
-        if key_filter is not None:
-            key, names, codes = key_filter
-            keys = pq.read_table(path, columns=[key]).column(key).to_pylist()
-            raw = sorted({k for k in keys if _enum_code(k, names) in codes}, key=str)
-            if not raw:
-                want = ", ".join(f"{c} ({names.get(c, '?')})" for c in sorted(codes))
-                raise ConvertError(DATASET, rel, f"no rows with {key} = {want}", key)
-            filters = [(key, "in", raw)]
+        # Streamed in batches, each cut to this context's rows (and the wanted key values)
+        # before the next is read: a segment's lidar table holds every LiDAR's range images.
+        kept, seen_keys = [], set()
         try:
-            table = pq.read_table(path, columns=wanted, filters=filters)
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS, columns=wanted):
+                keep = np.array([s == self.scene for s in batch.column(KEY_SEGMENT).to_pylist()], dtype=bool)
+                if key_filter is not None:
+                    key, names, codes = key_filter
+                    values = batch.column(key).to_pylist()
+                    seen_keys.update(v for v, k in zip(values, keep) if k)
+                    keep &= np.array([_enum_code(v, names) in codes for v in values], dtype=bool)
+                if keep.any():
+                    kept.append(batch.filter(pa.array(keep)))
         except (pa.ArrowException, OSError) as exc:
             raise ConvertError(DATASET, rel, f"cannot read the table ({exc})") from None
-        seg = np.array([s == self.scene for s in table.column(KEY_SEGMENT).to_pylist()], dtype=bool)
-        if not seg.any():
+        if not kept:
+            if key_filter is not None and seen_keys:
+                key, names, codes = key_filter
+                want = ", ".join(f"{c} ({names.get(c, '?')})" for c in sorted(codes))
+                raise ConvertError(DATASET, rel, f"no rows with {key} = {want} (found {sorted(seen_keys, key=str)})",
+                                   key)
             raise ConvertError(DATASET, rel, f"no rows for context {self.scene!r}", KEY_SEGMENT)
-        return table.filter(pa.array(seg)) if not seg.all() else table
+        return pa.Table.from_batches(kept)
 
 
 def _numbers(table: pa.Table, col: str, rel: str, allow_null: bool = False) -> np.ndarray:
@@ -633,7 +640,8 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
                     images[e.sid] = image(e)
                     if T_world_ego is None:
                         T_world_ego = e.T_world_ego
-            writer.add_frame(group[0].t - t0, T_world_ego, images=images, lidar_points=points)
+            t = next((e.t for e in group if e.kind == 0), group[0].t)   # a sweep's points are timed from its start
+            writer.add_frame(t - t0, T_world_ego, images=images, lidar_points=points)
             advance()
 
     n_actors = 0
