@@ -89,6 +89,7 @@ from gssim.data.convert.common import (ConvertError, beams_from_elevation, lidar
                                        yaw_pose)
 from gssim.data.limits import LOG_LIMITS
 from gssim.data.poses import PoseTrack
+from gssim.data.safe_files import UnsafePathError, check_name
 from gssim.data.writer import LogWriter
 from gssim.sensors import PinholeCamera, SpinningLidar
 
@@ -160,8 +161,8 @@ def _json(root: Path, rel: str):
 def _number_list(root: Path, rel: str, n_min: int = 1) -> np.ndarray:
     data = _json(root, rel)
     if not isinstance(data, list) or len(data) < n_min:
-        raise ConvertError(DATASET, rel, f"expected a list of at least {n_min} timestamps, got "
-                                         f"{type(data).__name__} of length {len(data) if isinstance(data, list) else '-'}")
+        got = f"a list of {len(data)}" if isinstance(data, list) else type(data).__name__
+        raise ConvertError(DATASET, rel, f"expected a list of at least {n_min} timestamps, got {got}")
     try:
         out = np.array([float(v) for v in data], np.float64)
     except (TypeError, ValueError):
@@ -202,7 +203,8 @@ def _frame(root: Path, rel: str, columns: tuple[str, ...]):
     try:
         df = pd.read_pickle(path, compression="gzip")
     except Exception as exc:  # noqa: BLE001 -- unpickling raises anything; name the file
-        raise ConvertError(DATASET, rel, f"not a readable gzip-pickled DataFrame: {type(exc).__name__}: {exc}") from None
+        raise ConvertError(DATASET, rel, f"not a readable gzip-pickled DataFrame ({type(exc).__name__}: {exc})"
+                           ) from None
     if not isinstance(df, pd.DataFrame):
         raise ConvertError(DATASET, rel, f"expected a pandas DataFrame, got {type(df).__name__}")
     for col in columns:
@@ -266,8 +268,7 @@ def _in_box(xyz: np.ndarray, center: np.ndarray, yaw_ours: float, size_lwh: np.n
 
 
 def _actor_id(uuid: str) -> str:
-    from gssim.data.safe_files import UnsafePathError, check_name
-
+    """The uuid as an actor id (it names no file, but ids follow the log's name rules)."""
     try:
         return check_name(uuid, "actor id")
     except UnsafePathError:

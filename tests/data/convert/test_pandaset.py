@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from gssim.data.convert import converter
-from gssim.data.convert.common import ConvertError, beams_from_elevation
-from gssim.data.convert.pandaset import convert
+from gssim.data.convert.common import CLASSES, ConvertError, beams_from_elevation, map_class
+from gssim.data.convert.pandaset import CLASS_TABLE, convert
 from gssim.data.reader import load_log
 
 from . import pandaset_fixture as F
@@ -175,6 +175,25 @@ def test_actor_classes_and_sizes(converted):
         assert act.cls == want[aid]
         np.testing.assert_allclose(act.size, a["lwh"])  # length, width, height
         assert act.extra["stationary"] == a["stationary"]
+
+
+# Every cuboid label of PandaSet's annotation instructions.
+PANDASET_LABELS = {
+    "Car": "car", "Pickup Truck": "car", "Medium-sized Truck": "truck", "Semi-truck": "truck",
+    "Towed Object": "trailer", "Motorcycle": "motorcycle", "Other Vehicle - Construction Vehicle":
+    "construction_vehicle", "Other Vehicle - Uncommon": "other", "Other Vehicle - Pedicab": "other",
+    "Emergency Vehicle": "car", "Bus": "bus", "Personal Mobility Device": "other", "Motorized Scooter": "motorcycle",
+    "Bicycle": "bicycle", "Train": "other", "Trolley": "other", "Tram / Subway": "other", "Pedestrian": "pedestrian",
+    "Pedestrian with Object": "pedestrian", "Animals - Bird": "animal", "Animals - Other": "animal",
+    "Pylons": "traffic_cone", "Road Barriers": "barrier", "Signs": "other", "Cones": "traffic_cone",
+    "Construction Signs": "other", "Temporary Construction Barriers": "barrier", "Rolling Containers": "other",
+}
+
+
+def test_class_table():
+    for label, cls in PANDASET_LABELS.items():
+        assert map_class(label, CLASS_TABLE) == cls, label
+    assert set(CLASS_TABLE.values()) <= set(CLASSES)
 
 
 @pytest.mark.parametrize("aid", list(F.ACTORS))
