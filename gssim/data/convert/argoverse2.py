@@ -79,7 +79,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.feather as feather
+import pyarrow.ipc as pa_ipc
 from PIL import Image
 
 from gssim.data.convert.common import (ConvertError, lidar_points, map_class, pose_matrix, progress_bar,
@@ -192,7 +194,9 @@ def stamped_files(root: Path, rel_dir: str, suffix: str) -> list[tuple[int, str]
     for p in folder.iterdir():
         m = _STAMPED.match(p.name)
         if m and m.group(2) == suffix:
-            found.append((int(m.group(1)), f"{rel_dir}/{p.name}"))
+            rel = f"{rel_dir}/{p.name}"
+            source_file(DATASET, root, rel)     # a link out of the dataset is refused before any writing
+            found.append((int(m.group(1)), rel))
         else:
             logger.debug("%s: ignoring %s/%s", DATASET, rel_dir, p.name)
     return sorted(found)
@@ -261,6 +265,19 @@ def decompensate(xyz: np.ndarray, dt: np.ndarray, sensor_pose_at) -> np.ndarray:
 
 
 # --- LiDAR sweeps -----------------------------------------------------------------------
+def check_columns(root: Path, rel: str, columns: Sequence[str]) -> None:
+    """Check that the Feather (v2, Arrow IPC) file ``rel`` has ``columns`` by reading its
+    schema only; the full read checks again (and also reads Feather v1)."""
+    try:
+        with pa_ipc.open_file(source_file(DATASET, root, rel)) as reader:
+            names = reader.schema.names
+    except pa.ArrowInvalid:
+        return
+    for col in columns:
+        if col not in names:
+            raise ConvertError(DATASET, rel, f"missing column (the table has {names})", col)
+
+
 def read_sweep(root: Path, rel: str) -> dict[str, np.ndarray]:
     tab = read_table(root, rel, SWEEP_COLUMNS, "LiDAR sweep")
     lasers = tab["laser_number"].astype(np.int64)
@@ -282,10 +299,13 @@ def unit_returns(tab: dict[str, np.ndarray], unit: int, T_ego_sensor: np.ndarray
     beam = BEAM_OF_LASER[lasers[sel] % LASERS_PER_UNIT]
     intensity = tab["intensity"][sel].astype(np.float64) / 255.0
     rng = np.linalg.norm(xyz, axis=1)
-    keep = (np.abs(dt) <= max_dt) & ~(rng > MAX_RANGE_M)
+    # A row at the ego origin is a placeholder, not a return (its sensor-frame copy is not at
+    # the sensor origin, so lidar_points would keep it).
+    no_return = ~np.isfinite(xyz_ego).all(axis=1) | (xyz_ego == 0).all(axis=1)
+    keep = ~no_return & (np.abs(dt) <= max_dt) & ~(rng > MAX_RANGE_M)
     if not keep.all():
-        logger.debug("%s: dropped %d returns beyond %g m or outside the sweep window", DATASET, int((~keep).sum()),
-                     MAX_RANGE_M)
+        logger.debug("%s: dropped %d rows: no return, beyond %g m or outside the sweep window", DATASET,
+                     int((~keep).sum()), MAX_RANGE_M)
     return lidar_points(xyz[keep], intensity[keep], beam[keep], dt[keep], min_range=MIN_RANGE_M)
 
 
@@ -337,6 +357,8 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
     if not sweeps:
         raise ConvertError(DATASET, f"{log}/{LIDAR_DIR}", "no LiDAR sweep <timestamp_ns>.feather within the ego "
                                                           f"poses of {EGO_POSES}")
+    for _, r in sweeps:
+        check_columns(root, r, SWEEP_COLUMNS)
     images = {cam: [(ts, r) for ts, r in stamped_files(root, f"{log}/{CAMERA_DIR}/{cam}", "jpg")
                     if ego_ns[0] <= ts <= ego_ns[-1]] for cam in cameras}
 
@@ -370,7 +392,7 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
                                     clockwise=clockwise, azimuth_start_deg=start)
 
     plan, offsets = frame_plan(sweeps, images, camera_timing)
-    actors = read_actors(root, log, world_ego, rel_s)
+    actors = read_actors(root, log, world_ego, rel_s, (sweeps[0][0], sweeps[-1][0]))
 
     writer = LogWriter(out, name=str(scene), image_format=image_format)
     for cam in cameras:
@@ -418,11 +440,9 @@ def frame_plan(sweeps: list[tuple[int, str]], images: dict[str, list[tuple[int, 
                 plan[-1][2][cam] = r
             else:
                 plan[-1] = (plan[-1][0], r, plan[-1][2])
-        offsets = {cam: [None if cam not in c else 0.0 for _, _, c in plan] for cam in images}
-        # Merged events keep their own (sub-microsecond) time difference.
-        for k, (ts, _, c) in enumerate(plan):
-            for cam, r in c.items():
-                offsets[cam][k] = (int(Path(r).stem) - ts) * 1e-9
+        # Image time - frame time: 0, or under a microsecond for merged events.
+        offsets = {cam: [(int(Path(c[cam]).stem) - ts) * 1e-9 if cam in c else None for ts, _, c in plan]
+                   for cam in images}
         return plan, offsets
     plan = [(ts, r, {}) for ts, r in sweeps]
     offsets = {}
@@ -463,9 +483,10 @@ def read_image(root: Path, rel: str, cam) -> np.ndarray:
     return arr
 
 
-def read_actors(root: Path, log: str, world_ego, rel_s) -> dict[str, dict]:
+def read_actors(root: Path, log: str, world_ego, rel_s, span_ns: tuple[int, int]) -> dict[str, dict]:
     """Actor tracks by track_uuid: class, source category, size (median l, w, h), times (s)
-    and T_world_object (K, 4, 4).  No annotations file (the test split): no actors."""
+    and T_world_object (K, 4, 4), from the annotations within ``span_ns`` (the converted
+    sweeps).  No annotations file (the test split): no actors."""
     rel = f"{log}/{ANNOTATIONS}"
     try:
         source_file(DATASET, root, rel, "annotations table")
@@ -484,28 +505,14 @@ def read_actors(root: Path, log: str, world_ego, rel_s) -> dict[str, dict]:
     uuids = np.asarray(tab["track_uuid"]).astype(str)
     categories = np.asarray(tab["category"]).astype(str)
     actors: dict[str, dict] = {}
-    for aid in np.unique(uuids):
-        rows = np.flatnonzero(uuids == aid)
+    inside = (ts >= span_ns[0]) & (ts <= span_ns[1])
+    for aid in np.unique(uuids[inside]):
+        rows = np.flatnonzero((uuids == aid) & inside)
         rows = rows[np.argsort(ts[rows], kind="stable")]
         rows = rows[np.concatenate([[True], np.diff(ts[rows]) >= MERGE_NS])]
-        try:
-            poses = world_ego(ts[rows]) @ T_ego_obj[rows]
-        except ValueError:  # annotation times outside the ego poses
-            inside = [r for r in rows if _covered(world_ego, ts[r])]
-            if not inside:
-                logger.warning("%s: track %s lies outside the ego poses; skipped", DATASET, aid)
-                continue
-            rows = np.asarray(inside)
-            poses = world_ego(ts[rows]) @ T_ego_obj[rows]
+        poses = world_ego(ts[rows]) @ T_ego_obj[rows]   # the sweeps, hence these times, lie within the ego poses
         category = str(categories[rows[0]])
         actors[str(aid)] = {"class": map_class(category, CLASS_MAP), "category": category,
                             "size": np.median(size[rows], axis=0), "times": rel_s(ts[rows]), "poses": poses}
     return actors
 
-
-def _covered(world_ego, ns: int) -> bool:
-    try:
-        world_ego(np.array([ns]))
-        return True
-    except ValueError:
-        return False

@@ -37,6 +37,8 @@ CAMERA_PERIOD_NS = 50_000_000
 CAMERA_PHASE_NS = {"ring_front_center": 0, "ring_front_left": 12_000_000, "ring_front_right": -12_000_000,
                    "ring_side_left": 18_000_000, "ring_side_right": -18_000_000, "ring_rear_left": 22_000_000,
                    "ring_rear_right": -22_000_000, "stereo_front_left": 0, "stereo_front_right": 0}
+# An annotated sweep before the first one, whose sweep file is not in the log (a partial copy).
+ANNOTATION_BEFORE_NS = T0_NS - 99_533_000
 # (camera, sweep index) whose image at sweep + phase is missing from the log (a dropped frame).
 DROPPED_IMAGE = ("ring_rear_left", 2)
 
@@ -316,7 +318,7 @@ def write_log(root: str | Path, split: str | None = None, seed: int = 0) -> Trut
 
     # Annotations: one row per box and sweep, the pose in the ego frame at the sweep time.
     rows = []
-    for ns in SWEEP_NS:
+    for ns in [ANNOTATION_BEFORE_NS] + SWEEP_NS:
         T_ego_inv = np.linalg.inv(ego_pose(ns))
         for uuid, (name, category, length, width, height) in BOXES.items():
             T = T_ego_inv @ box_pose(name, ns)
