@@ -30,8 +30,12 @@ read with pyarrow (no TensorFlow, no Waymo package).  ``--scene`` is the context
   ``.box.size.{x,y,z}``, ``.box.heading``, ``.type`` (0 unknown, 1 vehicle,
   2 pedestrian, 3 sign, 4 cyclist).
 
-Key columns may hold the enum's integer (as written by the Waymo tools) or its name
-(``"FRONT"``, ``"TOP"``); both are accepted.
+Required: vehicle_pose, camera_calibration, camera_image, lidar_calibration, lidar.
+Optional: lidar_pose (else approximate LiDAR motion compensation, see below) and
+lidar_box (else no actors).  Key columns may hold the enum's integer (as the v2 schema
+declares) or its name (``"FRONT"``, ``"TOP"``, as in the Waymo repository's own test
+data); both are accepted.  Tables are streamed in batches of rows and cut to the
+context (and, for LiDAR tables, the TOP rows) as they are read.
 
 Frames and conventions (source -> ours):
 
@@ -48,7 +52,7 @@ Frames and conventions (source -> ours):
 - Camera timing: Waymo times a pixel at ``trigger + shutter / 2 + readout * position``,
   ``readout = readout_done - trigger - shutter`` (``camera_model.cc``).  TOP_TO_BOTTOM:
   the frame time is ``trigger + shutter / 2`` (row 0) and ``rolling_shutter_s = readout``,
-  which is exactly our row timing.  Our cameras read rows top to bottom only, so
+  which is exactly our row timing (one readout per camera: the median over its images).  Our cameras read rows top to bottom only, so
   LEFT_TO_RIGHT, RIGHT_TO_LEFT and BOTTOM_TO_TOP (Waymo's cameras have a horizontal
   rolling shutter) are written as global-shutter cameras (``rolling_shutter_s = 0``)
   timed at the principal point's readout time -- the time Waymo anchors the image pose
@@ -158,14 +162,14 @@ def _rel(tag: str, scene: str) -> str:
 
 
 def orthonormal(T: np.ndarray) -> np.ndarray:
-    """(4, 4) pose with its rotation projected onto SO(3) (files may store float32)."""
+    """(4, 4) pose with its rotation projected onto SO(3) (files may store float32).
+    Raises ValueError when the 3x3 block is not close to a rotation."""
     T = np.array(T, dtype=np.float64)
-    u, _, vt = np.linalg.svd(T[:3, :3])
-    R = u @ vt
-    if np.linalg.det(R) < 0:
-        u[:, -1] *= -1
-        R = u @ vt
-    T[:3, :3] = R
+    R = T[:3, :3]
+    if not np.all(np.isfinite(T)) or np.abs(R.T @ R - np.eye(3)).max() > 1e-3 or np.linalg.det(R) <= 0:
+        raise ValueError("the 3x3 block is not a rotation")
+    u, _, vt = np.linalg.svd(R)
+    T[:3, :3] = u @ vt
     T[3] = (0.0, 0.0, 0.0, 1.0)
     return T
 
@@ -323,9 +327,12 @@ def _matrices(table: pa.Table, col: str, rel: str) -> np.ndarray:
         if v is None or len(v) != 16 or any(x is None for x in v):
             raise ConvertError(DATASET, rel, f"row {i}: expected 16 numbers (a row-major 4x4 transform)", col)
         M = np.array(v, np.float64).reshape(4, 4)
-        if not np.all(np.isfinite(M)) or not np.allclose(M[3], (0, 0, 0, 1), atol=1e-6):
-            raise ConvertError(DATASET, rel, f"row {i}: not a rigid 4x4 transform", col)
-        out.append(orthonormal(M))
+        try:
+            if not np.allclose(M[3], (0, 0, 0, 1), atol=1e-6):
+                raise ValueError("the last row is not (0, 0, 0, 1)")
+            out.append(orthonormal(M))
+        except ValueError as exc:
+            raise ConvertError(DATASET, rel, f"row {i}: not a rigid 4x4 transform ({exc})", col) from None
     return np.array(out).reshape(-1, 4, 4)
 
 
@@ -493,7 +500,8 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
     # Cameras.
     rel_cc = _rel("camera_calibration", scene)
     ccal = src.read("camera_calibration", [KEY_CAMERA, f"{CC}.extrinsic.transform", f"{CC}.width", f"{CC}.height",
-                                           f"{CC}.rolling_shutter_direction"] + [f"{CC}.intrinsic.{k}" for k in INTRINSICS])
+                                           f"{CC}.rolling_shutter_direction"]
+                    + [f"{CC}.intrinsic.{k}" for k in INTRINSICS])
     cam_codes = _codes(ccal, KEY_CAMERA, rel_cc, CAMERA_NAMES)
     cam_ext = _matrices(ccal, f"{CC}.extrinsic.transform", rel_cc)
     intr = {k: _numbers(ccal, f"{CC}.intrinsic.{k}", rel_cc) for k in INTRINSICS}

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -210,3 +211,27 @@ def test_scene_must_name_a_segment_inside_the_source(dataset, tmp_path):
     assert (src / "vehicle_pose" / "../../vehicle_pose/x.parquet").is_file()
     with pytest.raises(ConvertError, match="not a path inside the dataset folder"):
         convert(src, "../../vehicle_pose/x", tmp_path / "log", progress=False)
+
+
+def test_enum_keys_stored_as_names(dataset, log, tmp_path):
+    """Some v2 files store enum keys as names ("FRONT", "TOP"), as the Waymo repository's own
+    test data does; they convert to the same log."""
+    src = _copy(dataset, tmp_path)
+    names = {"key.camera_name": {1: "FRONT", 2: "FRONT_LEFT", 3: "FRONT_RIGHT", 4: "SIDE_LEFT", 5: "SIDE_RIGHT"},
+             "key.laser_name": {1: "TOP", 2: "FRONT"}}
+    for tag in ("camera_calibration", "camera_image", "lidar", "lidar_calibration", "lidar_pose"):
+        path = src / tag / f"{F.CONTEXT}.parquet"
+        table = pq.read_table(path)
+        for key, table_names in names.items():
+            if key in table.column_names:
+                col = pa.array([table_names[v] for v in table.column(key).to_pylist()], pa.string())
+                table = table.set_column(table.column_names.index(key), key, col)
+        pq.write_table(table, path)
+    out = tmp_path / "log"
+    convert(src, F.CONTEXT, out, progress=False)
+    again = load_log(out)
+    assert [f.t for f in again.frames] == [f.t for f in log.frames]
+    for i in _lidar_frames(log):
+        np.testing.assert_array_equal(again.lidar_points(i, "lidar_top"), log.lidar_points(i, "lidar_top"))
+    for sid in CAM_SIDS.values():
+        np.testing.assert_allclose(again.sensors[sid].T_ego_sensor, log.sensors[sid].T_ego_sensor)
