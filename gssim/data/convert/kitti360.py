@@ -133,7 +133,7 @@ from gssim.data.poses import PoseTrack
 from gssim.data.writer import LogWriter
 from gssim.sensors.camera import FisheyeCamera, PinholeCamera
 from gssim.sensors.limits import SensorConfigError
-from gssim.sensors.lidar import SpinningLidar
+from gssim.sensors.lidar import SpinningLidar, _load_presets
 
 logger = logging.getLogger(__name__)
 
@@ -367,14 +367,14 @@ def fit_mei_fisheye(mei: MeiCalibration, n_theta: int = 120, n_phi: int = 48) ->
     c0 = np.linalg.lstsq(An, b, rcond=None)[0]
     g = max(mei.gamma1, mei.gamma2)
     th_end = math.pi - 0.02
-    qd = np.linspace(0.0, th_end, 400)
+    qd = np.linspace(0.0, th_end, 120)
     zero = np.zeros_like(qd)
     D = np.stack([np.ones_like(qd), 3 * qd ** 2, 5 * qd ** 4, 7 * qd ** 6, 9 * qd ** 8, zero, zero], 1) * g / scale
     E = np.array([[th_end, th_end ** 3, th_end ** 5, th_end ** 7, th_end ** 9, 0.0, 0.0]]) * g / scale
     cons = [{"type": "ineq", "fun": lambda c: D @ c - 0.015 * g, "jac": lambda c: D},
             {"type": "ineq", "fun": lambda c: E @ c - corner * g, "jac": lambda c: E}]
     res = minimize(lambda c: 0.5 * c @ Q @ c - q @ c, c0, jac=lambda c: Q @ c - q, constraints=cons,
-                   method="SLSQP", options={"maxiter": 500, "ftol": 1e-12})
+                   method="SLSQP", options={"maxiter": 300, "ftol": 1e-10})
     c = res.x / scale
     f = float(c[0])
     k = [float(v / f) for v in c[1:5]]
@@ -717,6 +717,10 @@ def convert(source, scene: str, out, progress: bool = True) -> Path:
         raise ConvertError(DATASET, ts_rel, f"timestamps not increasing at frame {frame_ids[bad + 1]}")
     T_world_ego = np.stack([poses[f] @ F_IMU_EGO for f in frame_ids])
     ego = PoseTrack(times, T_world_ego, name="kitti360 ego")
+    # Every image exists inside the source, and the boxes parse, before anything is written.
+    image_paths = {(sid, f): source_file(DATASET, root, f"data_2d_raw/{seq}/{cam}/{folder}/{f:010d}.png", "image")
+                   for cam, sid, folder, _ in cams for f in frame_ids}
+    boxes = _read_boxes(root, seq)
     extra: dict = {"sequence": seq, "time_origin": str(origin).replace("T", " "), "source_frames": frame_ids,
                    "world": "KITTI-360 world (Mercator metres, x east, y north, z up), unchanged"}
 
@@ -752,7 +756,7 @@ def convert(source, scene: str, out, progress: bool = True) -> Path:
         if missing:
             logger.warning("kitti360: %d of %d posed frames have no Velodyne scan in %s; they have no LiDAR",
                            missing, len(frame_ids), velo_dir)
-        nominal = np.array(SpinningLidar.preset("hdl-64e").elevations_deg)
+        nominal = np.array(_load_presets()["hdl-64e"]["elevations_deg"], np.float64)  # top beam first
         n_sample = min(BEAM_TABLE_SCANS, len(lidar_frames))
         sample = [lidar_frames[i] for i in np.unique(np.linspace(0, len(lidar_frames) - 1, n_sample).astype(int))]
         pts = []
@@ -801,7 +805,7 @@ def convert(source, scene: str, out, progress: bool = True) -> Path:
                 images = {}
                 for cam, sid, folder, _ in cams:
                     rel = f"data_2d_raw/{seq}/{cam}/{folder}/{f:010d}.png"
-                    images[sid] = _read_image(root, rel, by_id[sid])
+                    images[sid] = _read_image(image_paths[(sid, f)], rel, by_id[sid])
                 lidar_pts = {}
                 if lidar is not None and f in lidar_set:
                     rel = f"{velo_dir}/{f:010d}.bin"
@@ -809,7 +813,7 @@ def convert(source, scene: str, out, progress: bool = True) -> Path:
                                                                      rel), times[i], ego, T_ego_lidar, vo, lidar)
                 writer.add_frame(times[i], T_world_ego[i], images=images, lidar_points=lidar_pts)
                 advance()
-        _add_actors(writer, root, seq, stamps, origin)
+        _add_actors(writer, boxes, seq, stamps, origin)
     return Path(out)
 
 
@@ -822,8 +826,7 @@ def _beam_residual(xyz: np.ndarray, table: np.ndarray) -> np.ndarray:
     return np.abs(elevations_deg(xyz) - table[beam]) / spacing[beam]
 
 
-def _read_image(root: Path, rel: str, sensor) -> np.ndarray:
-    path = source_file(DATASET, root, rel, "image")
+def _read_image(path: Path, rel: str, sensor) -> np.ndarray:
     try:
         with Image.open(path) as im:
             img = np.asarray(im.convert("RGB"))
@@ -849,8 +852,8 @@ def _lidar_frame(raw: np.ndarray, t: float, ego: PoseTrack, T_ego_lidar: np.ndar
     return lidar_points(xyz_c, refl, beam, dt)
 
 
-def _add_actors(writer: LogWriter, root: Path, seq: str, stamps: list, origin: np.datetime64) -> None:
-    rel, samples, skipped = _read_boxes(root, seq)
+def _add_actors(writer: LogWriter, boxes: tuple, seq: str, stamps: list, origin: np.datetime64) -> None:
+    rel, samples, skipped = boxes
     if rel is None:
         logger.warning("kitti360: no data_3d_bboxes/train/%s.xml (nor train_full/): no actors", seq)
         return
