@@ -581,6 +581,25 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
                               "lidar_motion_compensation": "per-pixel lidar_pose" if lpose is not None
                               else "frame poses interpolated in time"}
 
+    timing_warned = []
+
+    def check_column_timing(track: PoseTrack, t_start: float) -> None:
+        """Warn (once) when the pixel poses contradict the column timing model: while the
+        vehicle moves, the poses must advance along its motion at its speed across the sweep."""
+        if timing_warned or track.times.shape[0] < 2:
+            return
+        a, b = ego_mid.at(np.array([t_start, t_start + sweep]), extrapolate=True)[:, :3, 3]
+        speed = float(np.linalg.norm(b - a)) / sweep
+        if speed < 2.0:
+            return
+        moved = track.poses[-1, :3, 3] - track.poses[0, :3, 3]
+        implied = float(moved @ (b - a)) / (speed * sweep) / (speed * (track.times[-1] - track.times[0]))
+        if not 0.7 < implied < 1.4:
+            timing_warned.append(True)
+            logger.warning("%s: at %.3f s the TOP pixel poses move %.2f times as fast as the vehicle over the "
+                           "columns; the per-point times (column c at (c + 0.5) / W of the sweep) may not match "
+                           "this segment", rel_lp, t_start, implied)
+
     def lidar_frame(e: _Event) -> tuple[np.ndarray, np.ndarray]:
         """(T_world_ego at the sweep start, (M, 6) points) of a TOP sweep."""
         ri = _range_image(lidar, ri_prefix, e.row, rel_li, 4)
@@ -610,6 +629,7 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
                 prow_of = np.argmax(good[:, pick], axis=0)
                 track = PoseTrack(t_start + col_dt[pick], euler_pose(pri[prow_of, pick]), name="pixel poses")
                 T_ref = track.at(t_start, extrapolate=True)
+                check_column_timing(track, t_start)
                 P = np.empty((len(r), 4, 4))
                 ok = good[rows, cols]
                 P[ok] = euler_pose(pri[rows[ok], cols[ok]])

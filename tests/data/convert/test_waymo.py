@@ -235,3 +235,23 @@ def test_enum_keys_stored_as_names(dataset, log, tmp_path):
         np.testing.assert_array_equal(again.lidar_points(i, "lidar_top"), log.lidar_points(i, "lidar_top"))
     for sid in CAM_SIDS.values():
         np.testing.assert_allclose(again.sensors[sid].T_ego_sensor, log.sensors[sid].T_ego_sensor)
+
+
+def test_pixel_poses_against_the_column_timing_warn(dataset, tmp_path, caplog):
+    """The per-point time model (column order = firing order) is checked against the pixel
+    poses: consistent here, and a warning when the poses run against the columns."""
+    src = _copy(dataset, tmp_path)
+    with caplog.at_level("WARNING", logger="gssim.data.convert.waymo"):
+        convert(src, F.CONTEXT, tmp_path / "ok", progress=False)
+    assert "pixel poses move" not in caplog.text
+    path = src / "lidar_pose" / f"{F.CONTEXT}.parquet"
+    table = pq.read_table(path)
+    col = "[LiDARPoseComponent].range_image_return1.values"
+    flipped = [np.asarray(v, np.float32).reshape(F.H, F.W, 6)[:, ::-1].reshape(-1).tolist()
+               for v in table.column(col).to_pylist()]
+    table = table.set_column(table.column_names.index(col), col, pa.array(flipped, pa.list_(pa.float32())))
+    pq.write_table(table, path)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="gssim.data.convert.waymo"):
+        convert(src, F.CONTEXT, tmp_path / "flipped", progress=False)
+    assert "pixel poses move -1.00 times as fast" in caplog.text
