@@ -302,7 +302,7 @@ def unit_returns(tab: dict[str, np.ndarray], unit: int, T_ego_sensor: np.ndarray
     # A row at the ego origin is a placeholder, not a return (its sensor-frame copy is not at
     # the sensor origin, so lidar_points would keep it).
     no_return = ~np.isfinite(xyz_ego).all(axis=1) | (xyz_ego == 0).all(axis=1)
-    keep = ~no_return & (np.abs(dt) <= max_dt) & ~(rng > MAX_RANGE_M)
+    keep = ~no_return & (dt >= 0) & (dt <= max_dt) & ~(rng > MAX_RANGE_M)   # offsets count from the sweep start
     if not keep.all():
         logger.debug("%s: dropped %d rows: no return, beyond %g m or outside the sweep window", DATASET,
                      int((~keep).sum()), MAX_RANGE_M)
@@ -332,14 +332,11 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
 
     # Everything the frames need is read and checked before the first file is written.
     extrinsics, intrinsics = read_calibration(root, log)
-    for sid in (*cameras, *LIDARS):
-        if sid not in extrinsics:
-            raise ConvertError(DATASET, f"{log}/{EXTRINSICS}", f"no row for sensor {sid!r} (rows: {sorted(extrinsics)})",
-                               "sensor_name")
-    for cam in cameras:
-        if cam not in intrinsics:
-            raise ConvertError(DATASET, f"{log}/{INTRINSICS}", f"no row for camera {cam!r} (rows: {sorted(intrinsics)})",
-                               "sensor_name")
+    for table, rows, wanted in ((EXTRINSICS, extrinsics, (*cameras, *LIDARS)), (INTRINSICS, intrinsics, cameras)):
+        for sid in wanted:
+            if sid not in rows:
+                raise ConvertError(DATASET, f"{log}/{table}", f"no row for sensor {sid!r} (rows: {sorted(rows)})",
+                                   "sensor_name")
 
     rel = f"{log}/{EGO_POSES}"
     ego_tab = read_table(root, rel, ("timestamp_ns",) + POSE_COLUMNS, "ego pose table")
@@ -352,8 +349,11 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
     keep = np.concatenate([[True], np.diff(ego_ns) >= DUPLICATE_NS])
     ego_ns, ego_poses = ego_ns[keep], ego_poses[keep]
 
-    sweeps = [(ts, r) for ts, r in stamped_files(root, f"{log}/{LIDAR_DIR}", "feather")
-              if ego_ns[0] <= ts <= ego_ns[-1]]
+    all_sweeps = stamped_files(root, f"{log}/{LIDAR_DIR}", "feather")
+    sweeps = [(ts, r) for ts, r in all_sweeps if ego_ns[0] <= ts <= ego_ns[-1]]
+    if len(sweeps) < len(all_sweeps):
+        logger.warning("%s: %d of %d sweeps lie outside the ego poses of %s; left out", DATASET,
+                       len(all_sweeps) - len(sweeps), len(all_sweeps), EGO_POSES)
     if not sweeps:
         raise ConvertError(DATASET, f"{log}/{LIDAR_DIR}", "no LiDAR sweep <timestamp_ns>.feather within the ego "
                                                           f"poses of {EGO_POSES}")

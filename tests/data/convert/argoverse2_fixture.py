@@ -57,7 +57,8 @@ EXTRINSICS = {
     "down_lidar": (-0.000538, -0.99492, 0.100671, -0.000141, 1.346761, 0.004567, 1.525496),
 }
 # Radial distortion of the sample log (the released images are undistorted; kept in the table).
-DISTORTION = {"ring_front_center": (-0.240732, -0.212243, 0.325902), "ring_front_left": (-0.281782, -0.037336, 0.104648),
+DISTORTION = {"ring_front_center": (-0.240732, -0.212243, 0.325902),
+              "ring_front_left": (-0.281782, -0.037336, 0.104648),
               "ring_front_right": (-0.281644, -0.033104, 0.099225), "ring_rear_left": (-0.275489, -0.053898, 0.118793),
               "ring_rear_right": (-0.278846, -0.046741, 0.112846), "ring_side_left": (-0.285219, -0.025032, 0.092732),
               "ring_side_right": (-0.283618, -0.032192, 0.099182),
@@ -326,8 +327,8 @@ def write_log(root: str | Path, split: str | None = None, seed: int = 0) -> Trut
     cols = ("timestamp_ns", "track_uuid", "category", "length_m", "width_m", "height_m", "qw", "qx", "qy", "qz",
             "tx_m", "ty_m", "tz_m", "num_interior_pts")
     types = (pa.int64(), pa.string(), pa.string()) + (pa.float64(),) * 10 + (pa.int64(),)
-    feather.write_feather(pa.table({c: pa.array([r[i] for r in rows], ty) for i, (c, ty) in enumerate(zip(cols, types))}),
-                          log_dir / "annotations.feather")
+    table = pa.table({c: pa.array([r[i] for r in rows], ty) for i, (c, ty) in enumerate(zip(cols, types))})
+    feather.write_feather(table, log_dir / "annotations.feather")
 
     # The map folder (not read by the converter).
     (log_dir / "map").mkdir()
