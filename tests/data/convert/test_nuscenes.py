@@ -310,3 +310,56 @@ def test_truncated_lidar_file(dataset, tmp_path):
     data = (root / rel).read_bytes()
     (root / rel).write_bytes(data[:-8])
     expect_error(root, tmp_path, rel, "float32")
+
+
+def test_agrees_with_the_devkit(converted):
+    """The devkit's own reading of the same files (LidarPointCloud, get_box, view_points,
+    the calibrated_sensor / ego_pose chain) gives the same world points, boxes and pixels."""
+    from nuscenes.nuscenes import NuScenes
+    from nuscenes.utils.data_classes import LidarPointCloud
+    from nuscenes.utils.geometry_utils import view_points
+    from pyquaternion import Quaternion
+
+    truth, log = converted
+    nusc = NuScenes(fx.VERSION, str(truth.root), verbose=False)
+
+    def to_global(points, sd):          # sensor -> ego -> global, as the devkit tutorials do
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        ep = nusc.get("ego_pose", sd["ego_pose_token"])
+        p = Quaternion(cs["rotation"]).rotation_matrix @ points + np.array(cs["translation"])[:, None]
+        return Quaternion(ep["rotation"]).rotation_matrix @ p + np.array(ep["translation"])[:, None]
+
+    sample = nusc.sample[0]
+    sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+    pc = LidarPointCloud.from_file(str(truth.root / sd["filename"]))
+    xyz = pc.points[:3].astype(np.float64)
+    keep = np.linalg.norm(xyz, axis=0) >= 1.0
+    ref = to_global(xyz[:, keep], sd).T
+    i = frame_of(log, "lidar_top", sd["timestamp"] - fx.SWEEP_US)
+    np.testing.assert_allclose(log.lidar_points_world(i, "lidar_top"), ref, atol=1e-3)
+
+    for atok in sample["anns"]:
+        box = nusc.get_box(atok)
+        ours = log.actor_box(nusc.get("sample_annotation", atok)["instance_token"],
+                             (sample["timestamp"] - log.extra["source"]["time_origin_us"]) * 1e-6)
+        np.testing.assert_allclose(ours.T_world_object[:3, 3], box.center, atol=1e-9)
+        np.testing.assert_allclose(ours.T_world_object[:3, :3], box.orientation.rotation_matrix, atol=1e-9)
+        np.testing.assert_allclose(ours.size, [box.wlh[1], box.wlh[0], box.wlh[2]])
+        np.testing.assert_allclose(np.sort(ours.corners(), axis=0), np.sort(box.corners().T, axis=0), atol=1e-9)
+
+    import torch
+    for ch in fx.CAMERAS:
+        sd = nusc.get("sample_data", sample["data"][ch])
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        ep = nusc.get("ego_pose", sd["ego_pose_token"])
+        p = np.array(truth.landmarks).T                                   # global -> ego -> camera
+        p = Quaternion(ep["rotation"]).rotation_matrix.T @ (p - np.array(ep["translation"])[:, None])
+        p = Quaternion(cs["rotation"]).rotation_matrix.T @ (p - np.array(cs["translation"])[:, None])
+        front = p[2] > 1.0
+        uv_dev = view_points(p[:, front], np.array(cs["camera_intrinsic"]), normalize=True)[:2].T
+        sid = ch.lower()
+        i = frame_of(log, sid, sd["timestamp"])
+        T = log.frame_sensor_pose(i, sid)
+        q = (np.array(truth.landmarks)[front] - T[:3, 3]) @ T[:3, :3]
+        uv, _ = log.sensor(sid).project(torch.tensor(q, dtype=torch.float64))
+        np.testing.assert_allclose(uv.numpy(), uv_dev + 0.5, atol=1e-6)
