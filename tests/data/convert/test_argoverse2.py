@@ -268,3 +268,19 @@ def test_unknown_log_and_escaping_paths(copy, tmp_path):
     with pytest.raises(ConvertError, match=f"{fx.SWEEP_NS[1]}.feather.*not a path inside"):
         convert(root, fx.LOG_ID, tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_spin_fit_and_fallback():
+    """fit_spin recovers direction and start azimuth of a turning unit; scattered azimuths
+    give a low concentration (the converter then uses DEFAULT_SPIN)."""
+    from gssim.data.convert.argoverse2 import fit_spin
+    rng = np.random.default_rng(1)
+    dt = np.sort(rng.uniform(0.003, 0.103, 500))
+    el = rng.uniform(-0.3, 0.2, 500)
+    for clockwise, a0 in ((True, 145.0), (False, -170.0)):
+        az = np.radians(a0) + (-1 if clockwise else 1) * 2 * np.pi * 10.0 * dt + rng.normal(0, 0.002, 500)
+        xyz = np.column_stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)]) * 20
+        cw, start, conc = fit_spin(xyz, dt)
+        assert cw == clockwise and abs(math.remainder(start - a0, 360)) < 0.05 and conc > 0.99
+    _, _, conc = fit_spin(rng.normal(size=(500, 3)), dt)
+    assert conc < 0.5
