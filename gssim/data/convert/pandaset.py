@@ -19,10 +19,17 @@ trust (pickle is PandaSet's own format; there is no safe reader for it).
 
 Frames and conventions (source -> ours)
     World: PandaSet's world frame (metres, z up) is kept as our world frame.
-    Time: frame k's time is ``lidar/timestamps.json[k]``; every time in the log (frames,
-        actor tracks, LiDAR offsets) is shifted by one constant, the first LiDAR timestamp,
-        so frame 0 is at t = 0.  The constant is stored in ``log.json`` as
-        ``pandaset.time_origin_s``.
+    Time: gssim's spinning LiDAR starts its sweep at the frame time (cell fraction 0), so a
+        frame is timed at the start of its Pandar64 sweep: frame k's time is
+        ``lidar/timestamps.json[k] + s``, with one constant ``s`` per sequence (frame 0's
+        earliest point time, stray outliers aside, minus its timestamp, minus half a column
+        period so the first firing lands in the middle of column 0 as in gssim's grid).  Every time in the log
+        (frames, actor tracks, LiDAR offsets, camera offsets) is then shifted by one
+        constant so that frame 0 is at t = 0: the log's frame times are exactly the
+        differences of PandaSet's LiDAR timestamps.  ``log.json`` stores the constants as
+        ``pandaset.time_origin_s`` (Unix time of t = 0) and ``pandaset.sweep_start_offset_s``
+        (``s``).  The ego pose of a frame is the source track (lidar/poses.json at the
+        timestamps) interpolated at the sweep start.
     Ego: PandaSet has no vehicle frame.  ``lidar/poses.json`` gives the pose (position +
         unit quaternion heading w,x,y,z, sensor-to-world) of the Pandar64 in PandaSet's "ego"
         axes: x right, y forward, z up (pandaset-devkit ``geometry.lidar_points_to_ego``;
@@ -288,15 +295,20 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
         raise ConvertError(DATASET, scene, "the scene must be a sequence folder name such as '001'")
     seq = source_dir(DATASET, root, scene, "sequence folder")
 
-    # Frames: the LiDAR sweeps, timed by lidar/timestamps.json.
+    # Frames: one per LiDAR sweep (lidar/timestamps.json, lidar/poses.json: the source track).
     lidar_ts = _number_list(seq, "lidar/timestamps.json")
     n = len(lidar_ts)
     if np.any(np.diff(lidar_ts) <= 0):
         raise ConvertError(DATASET, "lidar/timestamps.json", "timestamps must increase strictly")
-    t0 = float(lidar_ts[0])
-    times = lidar_ts - t0
-    T_world_ego = _poses(seq, "lidar/poses.json", n) @ T_LIDARPOSE_EGO
-    ego = PoseTrack(times, T_world_ego, name="PandaSet ego (lidar/poses.json)")
+    src = PoseTrack(lidar_ts - lidar_ts[0], _poses(seq, "lidar/poses.json", n) @ T_LIDARPOSE_EGO,
+                    name="PandaSet ego (lidar/poses.json)")
+    # gssim's spinning LiDAR starts its sweep at the frame time: every frame is timed where the
+    # sweeps start, one constant after their PandaSet timestamps (measured on frame 0's points).
+    start = _sweep_start_offset(seq, float(lidar_ts[0]))
+    origin = float(lidar_ts[0]) + start
+    times = lidar_ts - lidar_ts[0]                      # = lidar_ts + start - origin
+    T_world_ego = src.at(times + start, extrapolate=True).reshape(n, 4, 4)
+    ego = PoseTrack(times, T_world_ego, name="PandaSet ego at the sweep starts")
 
     # Cameras: intrinsics, image size, fixed mount from the per-frame poses at the camera times.
     cams: dict[str, dict] = {}
@@ -311,7 +323,7 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
             fx, fy, cx, cy = (float(v) for v in values)
         except (TypeError, ValueError):
             raise ConvertError(DATASET, f"{base}/intrinsics.json", "intrinsics must be numbers") from None
-        cam_ts = _number_list(seq, f"{base}/timestamps.json", n)[:n] - t0
+        cam_ts = _number_list(seq, f"{base}/timestamps.json", n)[:n] - origin
         T_world_cam = _poses(seq, f"{base}/poses.json", n)
         first = source_file(DATASET, seq, f"{base}/00.jpg")
         try:
@@ -345,19 +357,19 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
 
     # The sweep's starting azimuth, fitted on frame 0; then every frame in one pass.
     stats = {"points": 0, "kept": 0, "pandar_gt": 0, "out_of_range": 0, "out_of_time": 0}
-    first_sweep = _lidar_frame(seq, 0, lidar_ts, times, ego, stats)
+    first_sweep = _lidar_frame(seq, 0, origin + times[0], times[0], ego, stats)
     lidar = SpinningLidar(list(PANDAR64_ELEVATIONS_DEG), PANDAR64_AZIMUTH_RES_DEG, PANDAR64_MIN_RANGE_M,
                           PANDAR64_MAX_RANGE_M, spin_hz=PANDAR64_SPIN_HZ, clockwise=True,
                           azimuth_start_deg=_sweep_start_deg(first_sweep))
 
-    writer = LogWriter(out, name=f"pandaset-{scene}", image_format="jpg", overwrite=True)
+    writer = LogWriter(out, name=f"pandaset-{scene}", image_format="jpg")
     writer.add_sensor(LIDAR_ID, lidar, np.eye(4))
     for name, c in cams.items():
         writer.add_sensor(name, c["camera"], c["mount"])
     observations: dict[str, list[dict]] = {}
     with progress_bar(f"PandaSet {scene}", n, progress) as advance:
         for k in range(n):
-            sweep = first_sweep if k == 0 else _lidar_frame(seq, k, lidar_ts, times, ego, stats)
+            sweep = first_sweep if k == 0 else _lidar_frame(seq, k, origin + times[k], times[k], ego, stats)
             pts = lidar_points(_to_frame(T_world_ego[k], sweep["world"]), sweep["intensity"], sweep["beam"],
                                sweep["dt"])
             stats["kept"] += len(pts)
@@ -389,7 +401,8 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
     for uuid, obs in observations.items():
         _add_actor(writer, uuid, obs)
     writer.extra["pandaset"] = {
-        "sequence": scene, "time_origin_s": t0, "frame_times": "lidar/timestamps.json",
+        "sequence": scene, "time_origin_s": origin, "sweep_start_offset_s": start,
+        "frame_times": "lidar/timestamps.json + sweep_start_offset_s - time_origin_s",
         "ego": "lidar/poses.json with axes renamed: x = PandaSet +y (forward), y = PandaSet -x (left), z up",
         "camera_time_offsets_s": {name: [float(v) for v in c["offsets"]] for name, c in cams.items()},
         "camera_mount_residual": {name: c["residual"] for name, c in cams.items()},
@@ -398,21 +411,39 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
     return writer.finish()
 
 
-def _lidar_frame(seq: Path, k: int, lidar_ts: np.ndarray, times: np.ndarray, ego: PoseTrack, stats: dict) -> dict:
-    """Pandar64 returns of frame k: world xyz (M, 3), intensity in [0, 1], time offset from the
-    frame time, beam (from the elevation in the sensor frame at the point's own time) and that
-    sensor-frame position ``ray``; points that are not returns are dropped (counted in stats)."""
+def _sweep_start_offset(seq: Path, ts0: float) -> float:
+    """Seconds from frame 0's PandaSet timestamp to the start of its Pandar64 sweep: half a
+    column period before the earliest of its points' times no more than 1 ms before their
+    0.1 % quantile (a few stray early times do not move it); 0 without points within half a
+    second of the timestamp."""
+    rel = "lidar/00.pkl.gz"
+    df = _frame(seq, rel, LIDAR_COLUMNS)
+    dt = _numeric(df, rel, "t")[_numeric(df, rel, "d") == PANDAR64_DEVICE] - ts0
+    dt = dt[np.abs(dt) <= 0.5]
+    if not len(dt):
+        return 0.0
+    q = float(np.quantile(dt, 0.001))
+    # gssim fires column 0 half a column after the sweep's start (cell fraction 0.5 / A)
+    half_column = 0.5 * PANDAR64_AZIMUTH_RES_DEG / (360.0 * PANDAR64_SPIN_HZ)
+    return float(dt[dt >= q - 1e-3].min()) - half_column
+
+
+def _lidar_frame(seq: Path, k: int, t_unix: float, t_log: float, ego: PoseTrack, stats: dict) -> dict:
+    """Pandar64 returns of frame k (its time ``t_unix`` in Unix seconds, ``t_log`` in the log):
+    world xyz (M, 3), intensity in [0, 1], time offset from the frame time, beam (from the
+    elevation in the sensor frame at the point's own time) and that sensor-frame position
+    ``ray``; points that are not returns are dropped (counted in stats)."""
     rel = f"lidar/{k:02d}.pkl.gz"
     df = _frame(seq, rel, LIDAR_COLUMNS)
     d = _numeric(df, rel, "d")
     sel = d == PANDAR64_DEVICE
     xyz = np.column_stack([_numeric(df, rel, c)[sel] for c in "xyz"])
     inten = _numeric(df, rel, "i")[sel] / 255.0
-    dt = _numeric(df, rel, "t")[sel] - lidar_ts[k]
+    dt = _numeric(df, rel, "t")[sel] - t_unix
     ok = np.all(np.isfinite(xyz), axis=1) & np.isfinite(inten) & np.isfinite(dt)
     in_time = _time_window(np.where(ok, dt, np.inf), REACH_S) & ok
     xyz, inten, dt = xyz[in_time], inten[in_time], dt[in_time]
-    ray = _to_own_frames(_poses_at(ego, times[k] + dt), xyz)
+    ray = _to_own_frames(_poses_at(ego, t_log + dt), xyz)
     rng = np.linalg.norm(ray, axis=1)
     good = (rng >= PANDAR64_MIN_RANGE_M) & (rng <= PANDAR64_MAX_RANGE_M)
     stats["points"] += len(d)

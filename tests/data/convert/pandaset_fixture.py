@@ -39,6 +39,7 @@ T0 = 1557539960.25
 FRAME_JITTER = (0.0, 0.0003, -0.0002, 0.0001)
 SPIN_HZ = 10.0
 AZ0_DEG = 90.0                      # azimuth (sensor frame, deg) the sweep faces at the LiDAR timestamp
+SWEEP_START = -0.05                 # the sweep runs from 50 ms before the LiDAR timestamp to 50 ms after
 N_RAYS = 900                        # Pandar64 rays per sweep
 WIDTH, HEIGHT = 64, 48
 GROUND_Z = 0.0
@@ -184,7 +185,7 @@ def _hit_world(o: np.ndarray, d: np.ndarray) -> np.ndarray:
 def sweep(k: int, rng: np.random.Generator) -> dict:
     """Frame k's Pandar64 returns: world xyz, time (Unix s), beam, what they hit."""
     t_frame = frame_times()[k]
-    dt = -0.5 / SPIN_HZ + (np.arange(N_RAYS) + 0.5) / (N_RAYS * SPIN_HZ)
+    dt = SWEEP_START + (np.arange(N_RAYS) + 0.5) / (N_RAYS * SPIN_HZ)
     t = t_frame + dt
     az = np.radians(AZ0_DEG - 360.0 * SPIN_HZ * dt)          # clockwise
     beam = rng.integers(0, 64, N_RAYS)
