@@ -304,6 +304,13 @@ def test_path_outside_source(dataset, tmp_path):
     expect_error(root, tmp_path, "../outside.pcd.bin", "not a path inside")
 
 
+def test_table_not_json(dataset, tmp_path):
+    _, root = dataset
+    path = root / fx.VERSION / "sample_annotation.json"
+    path.write_bytes(path.read_bytes()[:-40])
+    expect_error(root, tmp_path, "v1.0-mini/sample_annotation.json", "not valid JSON")
+
+
 def test_truncated_lidar_file(dataset, tmp_path):
     truth, root = dataset
     rel = truth.lidar[1]["filename"]
