@@ -91,9 +91,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gssim.data.convert.common import (ConvertError, beams_from_elevation, lidar_points, map_class, pose_matrix,
-                                       progress_bar, quat_wxyz_to_rotmat, require, source_dir, source_file,
-                                       yaw_pose)
+from gssim.data.convert.common import (ConvertError, beams_from_elevation, elevations_deg, lidar_points, map_class,
+                                       pose_matrix, progress_bar, quat_wxyz_to_rotmat, require, source_dir,
+                                       source_file, yaw_pose)
 from gssim.data.limits import LOG_LIMITS
 from gssim.data.poses import PoseTrack
 from gssim.data.safe_files import UnsafePathError, check_name
@@ -398,6 +398,11 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
                     "sweep's time window)", scene, stats["kept"], stats["points"], stats["pandar_gt"],
                     stats["out_of_range"], PANDAR64_MIN_RANGE_M, PANDAR64_MAX_RANGE_M, stats["out_of_time"])
 
+    residuals = np.concatenate(stats.pop("_residuals", []) or [np.zeros(0)])
+    fit = ({"median": float(np.median(residuals)), "p95": float(np.quantile(residuals, 0.95))} if len(residuals)
+           else {"median": None, "p95": None})
+    logger.info("pandaset %s: returns lie %s deg (median) / %s deg (95 %%) from their beam's elevation", scene,
+                fit["median"], fit["p95"])
     for uuid, obs in observations.items():
         _add_actor(writer, uuid, obs)
     writer.extra["pandaset"] = {
@@ -406,7 +411,7 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
         "ego": "lidar/poses.json with axes renamed: x = PandaSet +y (forward), y = PandaSet -x (left), z up",
         "camera_time_offsets_s": {name: [float(v) for v in c["offsets"]] for name, c in cams.items()},
         "camera_mount_residual": {name: c["residual"] for name, c in cams.items()},
-        "lidar_points": stats,
+        "lidar_points": stats, "beam_elevation_residual_deg": fit,
     }
     return writer.finish()
 
@@ -451,8 +456,12 @@ def _lidar_frame(seq: Path, k: int, t_unix: float, t_log: float, ego: PoseTrack,
     stats["out_of_time"] += int((ok & ~in_time).sum())
     stats["out_of_range"] += int((~good).sum())
     ray = ray[good]
+    beam = beams_from_elevation(ray, PANDAR64_ELEVATIONS_DEG)
+    # How far the returns lie from their beams' elevations (a check on the poses and the table).
+    residual = np.abs(elevations_deg(ray[::10]) - np.asarray(PANDAR64_ELEVATIONS_DEG)[beam[::10]])
+    stats.setdefault("_residuals", []).append(residual)
     return {"world": xyz[good], "intensity": np.clip(inten[good], 0.0, 1.0), "dt": dt[good], "ray": ray,
-            "beam": beams_from_elevation(ray, PANDAR64_ELEVATIONS_DEG)}
+            "beam": beam}
 
 
 def _sweep_start_deg(sweep: dict) -> float:

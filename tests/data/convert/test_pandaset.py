@@ -101,6 +101,8 @@ def test_lidar_sensor_model(converted):
     np.testing.assert_allclose(lidar.elevations_deg, F.PANDAR64_ELEV)
     assert lidar.azimuth_resolution_deg == pytest.approx(0.2)
     assert lidar.spin_hz == pytest.approx(F.SPIN_HZ) and lidar.clockwise
+    # every return on its beam's elevation, seen from the sensor at the return's own time
+    assert log.extra["pandaset"]["beam_elevation_residual_deg"]["p95"] < 1e-6
     # the azimuth the sweep faces at the frame time, fitted from the points
     want = F.AZ0_DEG - 360.0 * F.SPIN_HZ * _start(log)
     assert (lidar.azimuth_start_deg - want + 180.0) % 360.0 - 180.0 == pytest.approx(0.0, abs=1e-3)
