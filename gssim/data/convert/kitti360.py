@@ -71,8 +71,8 @@ Fisheye fit
     p1, p2 cannot be represented; the reported error includes them.  The maximum pixel
     error over the fitted field is logged and stored in
     ``log.json["kitti360"]["fisheye_fit_max_error_px"]``.  With the published KITTI-360
-    calibration (1400 x 1400): image_02 1.20 px max (0.25 px rms), image_03 1.64 px max
-    (0.38 px rms); without p1, p2 both would be 0.79 px.  The largest errors are at the
+    calibration (1400 x 1400): image_02 1.21 px max (0.25 px rms), image_03 1.63 px max
+    (0.38 px rms); without p1, p2 both would be about 0.79 px.  The largest errors are at the
     outer edge of the field (theta ~ 100 deg).
 
 LiDAR
@@ -501,9 +501,13 @@ def _vo_by_sharpness(xyz: np.ndarray, grid=np.arange(-0.30, 0.3001, 0.005)) -> f
 
 
 def _gap_clusters(el: np.ndarray, n: int) -> np.ndarray | None:
-    """Centres (descending) of ``n`` clusters of elevations split at the n-1 widest gaps,
-    or None when there are too few distinct values."""
-    u = np.unique(np.round(el, 4))
+    """Centres (descending) of ``n`` clusters of elevations (deg) split at the n-1 widest
+    gaps between the dense ones (sparse 0.02-degree bins, i.e. noise and stray returns, are
+    ignored), or None when there are too few distinct values."""
+    bins = np.floor(el / 0.02).astype(np.int64)
+    uniq, inv, counts = np.unique(bins, return_inverse=True, return_counts=True)
+    dense = counts[inv] >= max(2, 2e-4 * len(el))
+    u = np.unique(np.round(el[dense], 4))
     if len(u) < n:
         return None
     cuts = np.sort(np.argsort(np.diff(u))[-(n - 1):]) + 1
@@ -533,9 +537,12 @@ def fit_beam_table(xyz: np.ndarray, nominal: np.ndarray, iterations: int = 30,
     table = nominal.copy()
     if init is not None and np.all(np.diff(init) < 0):
         table[order] = init
-    inv_rho, slope = 1.0 / rho, xyz[:, 2] / rho
+    inv_rho_all, slope_all = 1.0 / rho, xyz[:, 2] / rho
     for _ in range(iterations):
         beam = beams_from_elevation(xyz - [0.0, 0.0, vo], table)
+        # Trimmed: points farther than 0.4 beam spacings from their beam (stray returns) are left out.
+        near = _beam_residual(xyz - [0.0, 0.0, vo], table, beam) < 0.4
+        beam, inv_rho, slope = beam[near], inv_rho_all[near], slope_all[near]
         counts = np.bincount(beam, minlength=len(table)).astype(np.float64)
         used = counts > 0
         lut_s, lut_i = np.zeros(len(table)), np.zeros(len(table))
@@ -704,7 +711,7 @@ def convert(source, scene: str, out, progress: bool = True) -> Path:
                                                           f"{velo_dir}: nothing to convert")
     calib = _read_calibration(root, [c[0] for c in cams], has_lidar)
 
-    # Frames: posed frames, in order, with their image_00 time.
+    # Frames: the posed frames, in order, at their image_00 time.
     frame_ids = sorted(poses)
     for f in frame_ids:
         if f >= len(stamps) or stamps[f] is None:
@@ -724,10 +731,43 @@ def convert(source, scene: str, out, progress: bool = True) -> Path:
     extra: dict = {"sequence": seq, "time_origin": str(origin).replace("T", " "), "source_frames": frame_ids,
                    "world": "KITTI-360 world (Mercator metres, x east, y north, z up), unchanged"}
 
-    # Sensors.
-    sensors = []  # (sid, sensor, T_ego_sensor)
+    sensors = _camera_sensors(root, seq, cams, calib, poses, extra)   # [(sid, sensor, T_ego_sensor)]
+    for cam in (c[0] for c in cams if c[0] != "image_00"):
+        _report_offsets(root, f"data_2d_raw/{seq}/{cam}/timestamps.txt", frame_ids, times, origin, "")
+    lidar = None
+    if has_lidar:
+        lidar, T_ego_lidar, vo, lidar_frames = _lidar_sensor(root, velo_dir, frame_ids, calib, extra)
+        sensors.append((LIDAR_ID, lidar, T_ego_lidar))
+        _report_offsets(root, f"data_3d_raw/{seq}/velodyne_points/timestamps.txt", frame_ids, times, origin,
+                        "; the sweep is centred on the image_00 time (devkit model)")
+
+    by_id = {sid: sensor for sid, sensor, _ in sensors}
+    with LogWriter(out, name=seq) as writer:
+        for sid, sensor, T in sensors:
+            writer.add_sensor(sid, sensor, T)
+        writer.extra["kitti360"] = extra
+        with progress_bar(f"kitti360 {seq}", len(frame_ids), progress) as advance:
+            for i, f in enumerate(frame_ids):
+                images = {sid: _read_image(image_paths[(sid, f)], f"data_2d_raw/{seq}/{cam}/{folder}/{f:010d}.png",
+                                           by_id[sid]) for cam, sid, folder, _ in cams}
+                lidar_pts = {}
+                if lidar is not None and f in lidar_frames:
+                    rel = f"{velo_dir}/{f:010d}.bin"
+                    raw = read_velodyne(source_file(DATASET, root, rel, "Velodyne scan"), rel)
+                    lidar_pts[LIDAR_ID] = _lidar_frame(raw, times[i], ego, T_ego_lidar, vo, lidar)
+                writer.add_frame(times[i], T_world_ego[i], images=images, lidar_points=lidar_pts)
+                advance()
+        _add_actors(writer, boxes, seq, stamps, origin)
+    return Path(out)
+
+
+def _camera_sensors(root: Path, seq: str, cams: list, calib: Calibration, poses: dict[int, np.ndarray],
+                    extra: dict) -> list:
+    """[(sensor id, gssim camera, T_ego_cam)] of the cameras present (module docstring:
+    perspective cameras rectified, fisheye cameras fitted to their MEI model)."""
+    sensors = []
     fit_errors = {}
-    for cam, sid, folder, model in cams:
+    for cam, sid, _, model in cams:
         T_imu_cam = calib.cam_to_pose[cam]
         try:
             if model == "perspective":
@@ -738,88 +778,96 @@ def convert(source, scene: str, out, progress: bool = True) -> Path:
                 mei = calib.fisheye[cam]
                 fit = fit_mei_fisheye(mei)
                 sensor = FisheyeCamera(mei.width, mei.height, fit.fx, fit.fy, fit.cx, fit.cy, fit.distortion)
-                fit_errors[sid] = {"max": fit.max_error_px, "rms": fit.rms_error_px, "theta_max_deg": fit.theta_max_deg}
+                fit_errors[sid] = {"max": fit.max_error_px, "rms": fit.rms_error_px,
+                                   "theta_max_deg": fit.theta_max_deg}
                 logger.info("kitti360: %s (%s) MEI -> equidistant fisheye fit over theta <= %.1f deg: max error "
                             "%.3f px, rms %.3f px", sid, cam, fit.theta_max_deg, fit.max_error_px, fit.rms_error_px)
         except SensorConfigError as exc:
             raise ConvertError(DATASET, "calibration", f"camera {cam}: {exc}") from None
         sensors.append((sid, sensor, F_IMU_EGO @ T_imu_cam))
+        if cam == "image_00":
+            _check_cam0_to_world(root, seq, poses, T_imu_cam)
     if fit_errors:
         extra["fisheye_fit_max_error_px"] = {k: v["max"] for k, v in fit_errors.items()}
         extra["fisheye_fit"] = fit_errors
-
-    lidar = None
-    if has_lidar:
-        T_imu_velo = calib.cam_to_pose["image_00"] @ np.linalg.inv(calib.velo_from_cam0)
-        lidar_frames = [f for f in frame_ids if (root / f"{velo_dir}/{f:010d}.bin").is_file()]
-        missing = len(frame_ids) - len(lidar_frames)
-        if missing:
-            logger.warning("kitti360: %d of %d posed frames have no Velodyne scan in %s; they have no LiDAR",
-                           missing, len(frame_ids), velo_dir)
-        nominal = np.array(_load_presets()["hdl-64e"]["elevations_deg"], np.float64)  # top beam first
-        n_sample = min(BEAM_TABLE_SCANS, len(lidar_frames))
-        sample = [lidar_frames[i] for i in np.unique(np.linspace(0, len(lidar_frames) - 1, n_sample).astype(int))]
-        pts = []
-        for f in sample:
-            rel = f"{velo_dir}/{f:010d}.bin"
-            raw = read_velodyne(source_file(DATASET, root, rel, "Velodyne scan"), rel)[:, :3].astype(np.float64)
-            pts.append(raw[_valid_returns(raw)])
-        xyz_s = np.concatenate(pts) if pts else np.zeros((0, 3))
-        table, vo = fit_beam_table(xyz_s, nominal)
-        if len(xyz_s):
-            resid = _beam_residual(xyz_s - [0.0, 0.0, vo], table)
-            logger.info("kitti360: beam table fitted to %d points of %d scans: %.2f..%.2f deg, beam origin %.3f m "
-                        "above the Velodyne origin; %.2f%% of points farther than 1/3 beam spacing from their beam",
-                        len(xyz_s), len(sample), table.min(), table.max(), vo, 100 * np.mean(resid > 1 / 3))
-        lidar = SpinningLidar.preset("hdl-64e", elevations_deg=[float(e) for e in table], spin_hz=SPIN_HZ,
-                                     min_range=MIN_RANGE, max_range=MAX_RANGE, clockwise=True,
-                                     azimuth_start_deg=180.0)
-        T_ego_lidar = F_IMU_EGO @ T_imu_velo @ pose_matrix(np.eye(3), [0.0, 0.0, vo])
-        sensors.append((LIDAR_ID, lidar, T_ego_lidar))
-        extra["lidar_beam_origin_m"] = vo
-        lidar_set = set(lidar_frames)
-        velo_ts_rel = f"data_3d_raw/{seq}/velodyne_points/timestamps.txt"
-        if (root / velo_ts_rel).is_file():
-            vts = _read_timestamps(root, velo_ts_rel)
-            d = [abs(_seconds(vts, f, origin) - t) for f, t in zip(frame_ids, times) if _seconds(vts, f, origin) is not None]
-            if d:
-                logger.info("kitti360: Velodyne timestamps differ from image_00 by up to %.1f ms (median %.1f ms); "
-                            "the sweep is centred on the image_00 time", 1e3 * max(d), 1e3 * float(np.median(d)))
-
-    # Camera timestamp differences (reported only).
-    for cam, sid, _, _ in (c for c in cams if c[0] != "image_00"):
-        rel = f"data_2d_raw/{seq}/{cam}/timestamps.txt"
-        if (root / rel).is_file():
-            cts = _read_timestamps(root, rel)
-            d = [abs(_seconds(cts, f, origin) - t) for f, t in zip(frame_ids, times) if _seconds(cts, f, origin) is not None]
-            if d:
-                logger.info("kitti360: %s timestamps differ from image_00 by up to %.1f ms", cam, 1e3 * max(d))
-
-    by_id = {sid: sensor for sid, sensor, _ in sensors}
-    with LogWriter(out, name=seq) as writer:
-        for sid, sensor, T in sensors:
-            writer.add_sensor(sid, sensor, T)
-        writer.extra["kitti360"] = extra
-        with progress_bar(f"kitti360 {seq}", len(frame_ids), progress) as advance:
-            for i, f in enumerate(frame_ids):
-                images = {}
-                for cam, sid, folder, _ in cams:
-                    rel = f"data_2d_raw/{seq}/{cam}/{folder}/{f:010d}.png"
-                    images[sid] = _read_image(image_paths[(sid, f)], rel, by_id[sid])
-                lidar_pts = {}
-                if lidar is not None and f in lidar_set:
-                    rel = f"{velo_dir}/{f:010d}.bin"
-                    lidar_pts[LIDAR_ID] = _lidar_frame(read_velodyne(source_file(DATASET, root, rel, "Velodyne scan"),
-                                                                     rel), times[i], ego, T_ego_lidar, vo, lidar)
-                writer.add_frame(times[i], T_world_ego[i], images=images, lidar_points=lidar_pts)
-                advance()
-        _add_actors(writer, boxes, seq, stamps, origin)
-    return Path(out)
+    return sensors
 
 
-def _beam_residual(xyz: np.ndarray, table: np.ndarray) -> np.ndarray:
+def _lidar_sensor(root: Path, velo_dir: str, frame_ids: list[int], calib: Calibration, extra: dict):
+    """(SpinningLidar, T_ego_lidar, beam-origin height vo, frames that have a scan): the
+    beam table is fitted to up to BEAM_TABLE_SCANS scans spread over the sequence."""
+    T_imu_velo = calib.cam_to_pose["image_00"] @ np.linalg.inv(calib.velo_from_cam0)
+    lidar_frames = [f for f in frame_ids if (root / f"{velo_dir}/{f:010d}.bin").is_file()]
+    missing = len(frame_ids) - len(lidar_frames)
+    if missing:
+        logger.warning("kitti360: %d of %d posed frames have no Velodyne scan in %s; they have no LiDAR",
+                       missing, len(frame_ids), velo_dir)
+    nominal = np.array(_load_presets()["hdl-64e"]["elevations_deg"], np.float64)  # top beam first
+    n_sample = min(BEAM_TABLE_SCANS, len(lidar_frames))
+    sample = [lidar_frames[i] for i in np.unique(np.linspace(0, len(lidar_frames) - 1, n_sample).astype(int))]
+    pts = []
+    for f in sample:
+        rel = f"{velo_dir}/{f:010d}.bin"
+        raw = read_velodyne(source_file(DATASET, root, rel, "Velodyne scan"), rel)[:, :3].astype(np.float64)
+        pts.append(raw[_valid_returns(raw)])
+    xyz = np.concatenate(pts) if pts else np.zeros((0, 3))
+    table, vo = fit_beam_table(xyz, nominal)
+    if len(xyz):
+        resid = _beam_residual(xyz - [0.0, 0.0, vo], table)
+        logger.info("kitti360: beam table fitted to %d points of %d scans: %.2f..%.2f deg, beam origin %.3f m above "
+                    "the Velodyne origin; %.2f%% of points farther than 1/3 beam spacing from their beam",
+                    len(xyz), len(sample), table.min(), table.max(), vo, 100 * np.mean(resid > 1 / 3))
+    lidar = SpinningLidar.preset("hdl-64e", elevations_deg=[float(e) for e in table], spin_hz=SPIN_HZ,
+                                 min_range=MIN_RANGE, max_range=MAX_RANGE, clockwise=True, azimuth_start_deg=180.0)
+    extra["lidar_beam_origin_m"] = vo
+    T_ego_lidar = F_IMU_EGO @ T_imu_velo @ pose_matrix(np.eye(3), [0.0, 0.0, vo])
+    return lidar, T_ego_lidar, vo, set(lidar_frames)
+
+
+def _report_offsets(root: Path, rel: str, frame_ids: list[int], times: np.ndarray, origin: np.datetime64,
+                    note: str) -> None:
+    """Log how far a sensor's timestamps (when its file exists) are from the frame times."""
+    if not (root / rel).is_file():
+        return
+    stamps = _read_timestamps(root, rel)
+    d = [abs(s - t) for f, t in zip(frame_ids, times) if (s := _seconds(stamps, f, origin)) is not None]
+    if d:
+        logger.info("kitti360: %s differs from the image_00 times by up to %.1f ms (median %.1f ms)%s", rel,
+                    1e3 * max(d), 1e3 * float(np.median(d)), note)
+
+
+def _check_cam0_to_world(root: Path, seq: str, poses: dict[int, np.ndarray], T_imu_cam0: np.ndarray) -> None:
+    """Compare the rectified camera 0 poses with KITTI-360's own ``cam0_to_world.txt``
+    (frame index + row-major 4x4 per line), when present; a mismatch is logged."""
+    rel = f"data_poses/{seq}/cam0_to_world.txt"
+    if not (root / rel).is_file():
+        return
+    worst_t = worst_r = 0.0
+    n = 0
+    for line in _read_text(root, rel, "camera 0 poses").splitlines():
+        vals = line.split()
+        if len(vals) != 17:
+            continue
+        try:
+            f, M = int(float(vals[0])), np.array([float(v) for v in vals[1:]]).reshape(4, 4)
+        except ValueError:
+            continue
+        if f in poses:
+            ours = poses[f] @ T_imu_cam0
+            worst_t = max(worst_t, float(np.linalg.norm(ours[:3, 3] - M[:3, 3])))
+            worst_r = max(worst_r, float(np.abs(ours[:3, :3] - M[:3, :3]).max()))
+            n += 1
+    if n and (worst_t > 0.01 or worst_r > 1e-3):
+        logger.warning("kitti360: %s differs from poses.txt @ calib_cam_to_pose @ inv(R_rect_00) by up to %.3f m "
+                       "and %.2g in rotation (%d frames)", rel, worst_t, worst_r, n)
+    elif n:
+        logger.info("kitti360: %s agrees with the converted camera 0 poses (%d frames, <= %.2g m)", rel, n, worst_t)
+
+
+def _beam_residual(xyz: np.ndarray, table: np.ndarray, beam: np.ndarray | None = None) -> np.ndarray:
     """|elevation - assigned beam's elevation| in units of the local beam spacing."""
-    beam = beams_from_elevation(xyz, table)
+    table = np.asarray(table, np.float64)
+    beam = beams_from_elevation(xyz, table) if beam is None else beam
     srt = np.sort(table)
     gaps = np.diff(srt)
     spacing = np.interp(table, (srt[1:] + srt[:-1]) / 2, gaps) if len(gaps) else np.ones(1)
