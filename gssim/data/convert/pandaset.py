@@ -349,9 +349,13 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
         logger.warning("pandaset %s: the front camera looks along ego %s, not forward; lidar/poses.json may not use "
                        "PandaSet's x-right, y-forward axes", scene, np.round(front["mount"][:3, 2], 3).tolist())
 
-    # Every per-frame file present before anything is written.
+    # Every per-frame file present before anything is written.  A sequence without any cuboid
+    # annotations (no annotations/cuboids folder) converts without actors.
+    annotated = (seq / "annotations" / "cuboids").is_dir()
+    if not annotated:
+        logger.warning("pandaset %s: no annotations/cuboids folder; the log will have no actors", scene)
     for k in range(n):
-        for rel in [f"lidar/{k:02d}.pkl.gz", f"annotations/cuboids/{k:02d}.pkl.gz",
+        for rel in [f"lidar/{k:02d}.pkl.gz", *([f"annotations/cuboids/{k:02d}.pkl.gz"] if annotated else []),
                     *(f"camera/{name}/{k:02d}.jpg" for name in cams)]:
             source_file(DATASET, seq, rel)
 
@@ -373,7 +377,8 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
             pts = lidar_points(_to_frame(T_world_ego[k], sweep["world"]), sweep["intensity"], sweep["beam"],
                                sweep["dt"])
             stats["kept"] += len(pts)
-            _read_cuboids(seq, k, times[k], sweep["world"], times[k] + sweep["dt"], observations)
+            if annotated:
+                _read_cuboids(seq, k, times[k], sweep["world"], times[k] + sweep["dt"], observations)
             images, sources = {}, {}
             for name, c in cams.items():
                 rel = f"camera/{name}/{k:02d}.jpg"

@@ -266,6 +266,12 @@ def test_missing_intrinsics_file_and_field(copy, tmp_path):
     assert err.file == "camera/left_camera/intrinsics.json" and "missing" in str(err)
 
 
+def test_without_annotations_no_actors(copy, tmp_path):
+    shutil.rmtree(copy / F.SEQ / "annotations")
+    data = json.loads(convert(copy, F.SEQ, tmp_path / "out", progress=False).read_text())
+    assert data["actors"] == [] and len(data["frames"]) == F.N_FRAMES
+
+
 def test_missing_pose_field(copy, tmp_path):
     path = copy / F.SEQ / "lidar" / "poses.json"
     data = json.loads(path.read_text())
