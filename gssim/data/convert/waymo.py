@@ -407,7 +407,9 @@ def _box_tracks(src: _Source, times_us: dict[int, float], vehicle: dict[int, np.
             logger.warning("%s: object %s has no positive box size; skipped", rel, oid)
             continue
         type_name = BOX_TYPES.get(int(types[rows[0]]), "TYPE_UNKNOWN")
-        aid = re.sub(r"[^A-Za-z0-9_.-]", "_", oid) or "object"
+        aid = re.sub(r"[^A-Za-z0-9_.-]", "_", oid)
+        if not aid.strip("."):
+            aid = f"object{aid}"
         while aid in used:
             aid += "_"
         used.add(aid)
@@ -524,7 +526,12 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
     # (integer microseconds subtracted exactly; camera times are Unix seconds as doubles).
     base_us = int(frame_us[0])
     events: list[_Event] = []
+    seen_us: set[int] = set()
     for i, t_us in enumerate(lidar_us):
+        if int(t_us) in seen_us:
+            logger.warning("%s: a second TOP sweep at %d us; the first is kept", rel_li, t_us)
+            continue
+        seen_us.add(int(t_us))
         if int(t_us) not in vehicle:
             logger.warning("%s: TOP sweep at %d us has no vehicle pose; skipped", rel_li, t_us)
             continue
