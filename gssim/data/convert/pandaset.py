@@ -21,10 +21,10 @@ Frames and conventions (source -> ours)
     World: PandaSet's world frame (metres, z up) is kept as our world frame.
     Time: gssim's spinning LiDAR starts its sweep at the frame time (cell fraction 0), so a
         frame is timed at the start of its Pandar64 sweep: frame k's time is
-        ``lidar/timestamps.json[k] + s``, with one constant ``s`` per sequence (frame 0's
-        earliest point time, stray outliers aside, minus its timestamp, minus half a column
-        period so the first firing lands in the middle of column 0 as in gssim's grid).  Every time in the log
-        (frames, actor tracks, LiDAR offsets, camera offsets) is then shifted by one
+        ``lidar/timestamps.json[k] + s``, one constant ``s`` per sequence (frame 0's earliest
+        point time, stray outliers aside, minus its timestamp, minus half a column period so
+        the first firing lands in the middle of column 0 as in gssim's grid).  Every time in
+        the log (frames, actor tracks, LiDAR offsets, camera offsets) is then shifted by one
         constant so that frame 0 is at t = 0: the log's frame times are exactly the
         differences of PandaSet's LiDAR timestamps.  ``log.json`` stores the constants as
         ``pandaset.time_origin_s`` (Unix time of t = 0) and ``pandaset.sweep_start_offset_s``
@@ -79,6 +79,17 @@ Frames and conventions (source -> ours)
         placed at the median time of the Pandar64 points inside the box (0.2 m margin; the
         frame time when fewer than 3 points are inside, for stationary cuboids, or when
         the times would not increase along the track).
+    Images: PandaSet's JPEG files are copied byte for byte into the log (no re-encoding).
+
+Approximations (see also ``pandaset.*`` in the written log.json)
+    - One fixed mount per camera: a camera's image is tied to the frame time in the log,
+      while PandaSet's cameras fire up to ~50 ms away from the sweep start; the offsets are
+      kept in ``camera_time_offsets_s`` for consumers that can use them.
+    - Beams come from the manual's elevation table; the Pandar64's per-channel azimuth
+      offsets (up to +-5.2 deg, ~1.4 ms of sweep) are not modelled, and the quality of
+      the beam assignment rests on lidar/poses.json (NeuRAD found those poses imprecise and
+      rebuilt them from the front camera; ``beam_elevation_residual_deg`` reports the fit).
+    - Images are taken as undistorted pinhole images; no rolling shutter.
 """
 from __future__ import annotations
 
