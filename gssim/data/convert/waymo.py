@@ -52,9 +52,10 @@ Frames and conventions (source -> ours):
 - Camera timing: Waymo times a pixel at ``trigger + shutter / 2 + readout * position``,
   ``readout = readout_done - trigger - shutter`` (``camera_model.cc``).  TOP_TO_BOTTOM:
   the frame time is ``trigger + shutter / 2`` (row 0) and ``rolling_shutter_s = readout``,
-  which is exactly our row timing (one readout per camera: the median over its images).  Our cameras read rows top to bottom only, so
-  LEFT_TO_RIGHT, RIGHT_TO_LEFT and BOTTOM_TO_TOP (Waymo's cameras have a horizontal
-  rolling shutter) are written as global-shutter cameras (``rolling_shutter_s = 0``)
+  which is exactly our row timing (one readout per camera: the median over its images).
+  Our cameras read rows top to bottom only, so LEFT_TO_RIGHT, RIGHT_TO_LEFT and
+  BOTTOM_TO_TOP (Waymo's cameras have a horizontal rolling shutter) are written as
+  global-shutter cameras (``rolling_shutter_s = 0``)
   timed at the principal point's readout time -- the time Waymo anchors the image pose
   to; pixels away from it are off by up to half the readout in time.  GLOBAL_SHUTTER and
   UNKNOWN: ``pose_timestamp``.
