@@ -397,15 +397,17 @@ def convert(source: str | Path, scene: str, out: str | Path, progress: bool = Tr
                 try:
                     with Image.open(path) as im:
                         images[name] = np.asarray(im.convert("RGB"))
+                        plain = im.format == "JPEG" and im.mode == "RGB"
                 except OSError as exc:
                     raise ConvertError(DATASET, rel, f"not a readable image: {exc}") from None
                 cam = c["camera"]
                 if images[name].shape[:2] != (cam.height, cam.width):
                     raise ConvertError(DATASET, rel, f"image is {images[name].shape[1]}x{images[name].shape[0]}, "
                                                      f"frame 00 of the camera is {cam.width}x{cam.height}")
-                sources[name] = path
+                if plain:
+                    sources[name] = path
             index = writer.add_frame(float(times[k]), T_world_ego[k], images=images, lidar_points={LIDAR_ID: pts})
-            # Keep PandaSet's JPEG bytes rather than a second lossy encoding of them.
+            # Keep PandaSet's (RGB) JPEG bytes rather than a second lossy encoding of them.
             for name, path in sources.items():
                 shutil.copyfile(path, writer.root / writer.frames[index]["cameras"][name])
             advance()
