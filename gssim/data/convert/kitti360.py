@@ -490,13 +490,15 @@ def _valid_returns(xyz: np.ndarray) -> np.ndarray:
     return np.isfinite(xyz).all(1) & (rng >= MIN_RANGE) & (rng <= MAX_RANGE)
 
 
-def _vo_by_sharpness(xyz: np.ndarray, grid=np.arange(-0.30, 0.3001, 0.005)) -> float:
-    """The beam-origin height (m) that makes the elevation histogram sharpest (the sum of
-    squared counts of 0.02-degree bins is largest)."""
+def _height_by_sharpness(xyz: np.ndarray, grid=np.arange(-0.30, 0.3001, 0.005)) -> float:
+    """The beam-origin height (m) on the spin axis that makes the elevation histogram of
+    ``xyz`` sharpest (the sum of squared counts of 0.02-degree bins is largest)."""
+    if len(xyz) == 0:
+        return 0.0
     rho = np.hypot(xyz[:, 0], xyz[:, 1])
     bins = np.arange(-35.0, 15.0, 0.02)
-    scores = [np.sum(np.histogram(np.degrees(np.arctan2(xyz[:, 2] - vo, rho)), bins)[0].astype(np.float64) ** 2)
-              for vo in grid]
+    scores = [np.sum(np.histogram(np.degrees(np.arctan2(xyz[:, 2] - h, rho)), bins)[0].astype(np.float64) ** 2)
+              for h in grid]
     return float(grid[int(np.argmax(scores))])
 
 
@@ -504,8 +506,10 @@ def _gap_clusters(el: np.ndarray, n: int) -> np.ndarray | None:
     """Centres (descending) of ``n`` clusters of elevations (deg) split at the n-1 widest
     gaps between the dense ones (sparse 0.02-degree bins, i.e. noise and stray returns, are
     ignored), or None when there are too few distinct values."""
+    if n == 1:
+        return np.array([np.median(el)]) if len(el) else None
     bins = np.floor(el / 0.02).astype(np.int64)
-    uniq, inv, counts = np.unique(bins, return_inverse=True, return_counts=True)
+    _, inv, counts = np.unique(bins, return_inverse=True, return_counts=True)
     dense = counts[inv] >= max(2, 2e-4 * len(el))
     u = np.unique(np.round(el[dense], 4))
     if len(u) < n:
@@ -514,55 +518,154 @@ def _gap_clusters(el: np.ndarray, n: int) -> np.ndarray | None:
     return np.array([np.median(c) for c in np.split(u, cuts)])[::-1]
 
 
-def fit_beam_table(xyz: np.ndarray, nominal: np.ndarray, iterations: int = 30,
-                   max_points: int = 200_000) -> tuple[np.ndarray, float]:
-    """Beam elevations (deg, (B,), in the order of ``nominal``, top first) and the height
-    ``vo`` (m) of the beams' common origin on the spin axis, fitted to Velodyne-frame
-    points (M, 3).  Start: the ``vo`` of the sharpest elevation histogram and the B
-    clusters split at the widest gaps (the nominal table when that fails); then alternate
-    nearest-beam assignment (elevations seen from (0, 0, vo)) with the least-squares fit
-    of z = rho tan(el_b) + vo."""
+def hdl64_blocks(nominal: np.ndarray) -> np.ndarray:
+    """Block (0 upper, 1 lower) of each beam of an HDL-64E table: the 32 highest beams are
+    the upper block's lasers."""
+    block = np.zeros(len(nominal), np.int64)
+    block[np.argsort(-np.asarray(nominal))[len(nominal) // 2:]] = 1
+    return block
+
+
+@dataclass
+class BeamModel:
+    """A spinning LiDAR's beams: elevations (deg, (B,), row order), the block of each beam
+    (B,) and the height (m) of each block's origin on the spin axis (K,)."""
+
+    elevations_deg: np.ndarray
+    block: np.ndarray
+    heights: np.ndarray
+
+    def spacing(self) -> np.ndarray:
+        """(B,) the local elevation spacing (deg) at each beam."""
+        srt = np.sort(self.elevations_deg)
+        gaps = np.diff(srt)
+        return np.interp(self.elevations_deg, (srt[1:] + srt[:-1]) / 2, gaps) if len(gaps) else np.ones(1)
+
+    def assign(self, xyz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(beam (M,), residual (M,)) of points (M, 3) in the Velodyne frame: the nearest beam
+        in elevation seen from its block's origin, and the miss in beam spacings."""
+        el_table = np.asarray(self.elevations_deg, np.float64)
+        spacing = self.spacing()
+        beam = np.zeros(len(xyz), np.int64)
+        resid = np.full(len(xyz), np.inf)
+        for k, h in enumerate(self.heights):
+            rows = np.flatnonzero(self.block == k)
+            q = xyz - [0.0, 0.0, h]
+            b = rows[beams_from_elevation(q, el_table[rows])]
+            r = np.abs(elevations_deg(q) - el_table[b]) / spacing[b]
+            better = r < resid
+            beam[better], resid[better] = b[better], r[better]
+        return beam, resid
+
+
+def fit_beam_model(xyz: np.ndarray, nominal: np.ndarray, block: np.ndarray, iterations: int = 30,
+                   max_points: int = 200_000) -> BeamModel:
+    """Beam elevations (row order of ``nominal``, top first) and each block's origin height,
+    fitted to Velodyne-frame points (M, 3).  Two starts: (a) per block, the height of the
+    sharpest elevation histogram and its beams' clusters split at the widest gaps; (b) the
+    nominal table shifted and stretched to put the most points near a beam; (c) that, each
+    block shifted and stretched on its own.  From each,
+    alternate assignment (``BeamModel.assign``) with the least-squares fit of
+    z = rho tan(el_b) + h_block, leaving out points that miss their beam by more than 0.4
+    spacings (stray returns); the fit with the most points near a beam wins."""
     xyz = np.asarray(xyz, np.float64)
+    nominal = np.asarray(nominal, np.float64)
+    block = np.asarray(block, np.int64)
+    n_blocks = int(block.max()) + 1
     rho = np.hypot(xyz[:, 0], xyz[:, 1])
     xyz, rho = xyz[rho > 0.5], rho[rho > 0.5]
-    nominal = np.asarray(nominal, np.float64)
-    order = np.argsort(-nominal)                       # row of each beam, top first
-    if len(xyz) == 0:
-        return nominal.copy(), 0.0
     if len(xyz) > max_points:
         pick = np.random.default_rng(0).choice(len(xyz), max_points, replace=False)
         xyz, rho = xyz[pick], rho[pick]
-    vo = _vo_by_sharpness(xyz)
-    init = _gap_clusters(np.degrees(np.arctan2(xyz[:, 2] - vo, rho)), len(nominal))
     table = nominal.copy()
-    if init is not None and np.all(np.diff(init) < 0):
-        table[order] = init
+    heights = np.zeros(n_blocks)
+    if len(xyz) == 0:
+        return BeamModel(table, block, heights)
+    # Start (a): per block (its points by elevation, split midway between the blocks' nominal
+    # beams) the height of the sharpest histogram and the beams' clusters split at the widest gaps.
+    el0 = elevations_deg(xyz)
+    gap_table, gap_ok = nominal.copy(), True
+    for k in range(n_blocks):
+        rows = np.flatnonzero(block == k)
+        rows = rows[np.argsort(-nominal[rows])]
+        above = nominal[block < k].min() if (block < k).any() else np.inf
+        below = nominal[block > k].max() if (block > k).any() else -np.inf
+        hi_cut = (nominal[rows].max() + above) / 2 if np.isfinite(above) else np.inf
+        lo_cut = (nominal[rows].min() + below) / 2 if np.isfinite(below) else -np.inf
+        mine = (el0 < hi_cut) & (el0 >= lo_cut)
+        heights[k] = _height_by_sharpness(xyz[mine])
+        init = _gap_clusters(np.degrees(np.arctan2(xyz[mine, 2] - heights[k], rho[mine])), len(rows))
+        if init is not None and np.all(np.diff(init) < 0):
+            gap_table[rows] = init
+        else:
+            gap_ok = False
+    # Start (b): the nominal table moved by the offset and stretch that put most points near a beam.
+    probe = xyz if len(xyz) <= 20_000 else xyz[np.random.default_rng(1).choice(len(xyz), 20_000, replace=False)]
+    top = nominal.max()
+    best, affine = -1.0, nominal
+    for off in np.arange(-1.0, 1.0001, 0.05):
+        for stretch in np.arange(-0.04, 0.0401, 0.01):
+            cand = nominal + off + stretch * (nominal - top)
+            score = float(np.mean(BeamModel(cand, block, heights).assign(probe)[1] < 0.25))
+            if score > best:
+                best, affine = score, cand
+    # Start (c): from (b), each block moved and stretched on its own (blocks drift apart).
+    per_block = affine.copy()
+    for k in range(n_blocks):
+        rows = block == k
+        top_k = per_block[rows].max()
+        best_k, keep = -1.0, per_block[rows].copy()
+        for off in np.arange(-0.5, 0.5001, 0.05):
+            for stretch in np.arange(-0.03, 0.0301, 0.01):
+                cand = per_block.copy()
+                cand[rows] = keep + off + stretch * (keep - top_k)
+                if np.any(np.diff(cand[np.argsort(-nominal)]) >= 0):
+                    continue
+                score = float(np.mean(BeamModel(cand, block, heights).assign(probe)[1] < 0.25))
+                if score > best_k:
+                    best_k, per_block[rows] = score, cand[rows]
+    starts = [affine, per_block] + ([gap_table] if gap_ok else [])
+    fits = [_refine_beams(BeamModel(t, block, heights.copy()), xyz, rho, nominal, iterations) for t in starts]
+    scores = [float(np.mean(m.assign(xyz)[1] < 0.25)) for m in fits]
+    return fits[int(np.argmax(scores))]
+
+
+def _refine_beams(model: BeamModel, xyz: np.ndarray, rho: np.ndarray, nominal: np.ndarray,
+                  iterations: int) -> BeamModel:
+    """Alternate ``model.assign`` with the trimmed least-squares fit of
+    z = rho tan(el_b) + h_block (see ``fit_beam_model``)."""
+    block = model.block
+    n_blocks = len(model.heights)
+    order = np.argsort(-nominal)
     inv_rho_all, slope_all = 1.0 / rho, xyz[:, 2] / rho
+    B = len(model.elevations_deg)
     for _ in range(iterations):
-        beam = beams_from_elevation(xyz - [0.0, 0.0, vo], table)
-        # Trimmed: points farther than 0.4 beam spacings from their beam (stray returns) are left out.
-        near = _beam_residual(xyz - [0.0, 0.0, vo], table, beam) < 0.4
+        beam, resid = model.assign(xyz)
+        near = resid < 0.4
         beam, inv_rho, slope = beam[near], inv_rho_all[near], slope_all[near]
-        counts = np.bincount(beam, minlength=len(table)).astype(np.float64)
+        counts = np.bincount(beam, minlength=B).astype(np.float64)
         used = counts > 0
-        lut_s, lut_i = np.zeros(len(table)), np.zeros(len(table))
-        lut_s[used] = np.bincount(beam, slope, len(table))[used] / counts[used]
-        lut_i[used] = np.bincount(beam, inv_rho, len(table))[used] / counts[used]
+        lut_s, lut_i = np.zeros(B), np.zeros(B)
+        lut_s[used] = np.bincount(beam, slope, B)[used] / counts[used]
+        lut_i[used] = np.bincount(beam, inv_rho, B)[used] / counts[used]
         a, c = slope - lut_s[beam], inv_rho - lut_i[beam]
-        new_vo = float(np.clip(np.sum(a * c) / (np.sum(c * c) + 1e-9), -0.5, 0.5))
-        new = table.copy()
-        new[used] = np.degrees(np.arctan(np.bincount(beam, slope - new_vo * inv_rho, len(table))[used] / counts[used]))
-        if (~used).any():  # beams without points: keep the spacing of the starting table to fitted neighbours
+        kb = block[beam]
+        new_h = np.array([np.clip(np.sum((a * c)[kb == k]) / (np.sum((c * c)[kb == k]) + 1e-9), -0.5, 0.5)
+                          for k in range(n_blocks)])
+        tan_el = np.bincount(beam, slope - new_h[kb] * inv_rho, B)
+        new = model.elevations_deg.copy()
+        new[used] = np.degrees(np.arctan(tan_el[used] / counts[used]))
+        if (~used).any():  # beams without points: keep the spacing of the current table to fitted neighbours
             idx = np.flatnonzero(used)
-            shift = np.interp(np.arange(len(table)), idx, new[idx] - table[idx])
-            new[~used] = table[~used] + shift[~used]
-        if np.any(np.diff(new[order]) >= 0):  # a degenerate fit: keep the last good table
+            shift = np.interp(np.arange(B), idx, new[idx] - model.elevations_deg[idx])
+            new[~used] = model.elevations_deg[~used] + shift[~used]
+        if np.any(np.diff(new[order]) >= 0):  # a degenerate fit: keep the last good model
             break
-        done = np.abs(new - table).max() < 1e-9 and abs(new_vo - vo) < 1e-9
-        table, vo = new, new_vo
+        done = np.abs(new - model.elevations_deg).max() < 1e-9 and np.abs(new_h - model.heights).max() < 1e-9
+        model = BeamModel(new, block, new_h)
         if done:
             break
-    return table, vo
+    return model
 
 
 @dataclass
@@ -736,7 +839,7 @@ def convert(source, scene: str, out, progress: bool = True) -> Path:
         _report_offsets(root, f"data_2d_raw/{seq}/{cam}/timestamps.txt", frame_ids, times, origin, "")
     lidar = None
     if has_lidar:
-        lidar, T_ego_lidar, vo, lidar_frames = _lidar_sensor(root, velo_dir, frame_ids, calib, extra)
+        lidar, beams, T_ego_lidar, vo, lidar_frames = _lidar_sensor(root, velo_dir, frame_ids, calib, extra)
         sensors.append((LIDAR_ID, lidar, T_ego_lidar))
         _report_offsets(root, f"data_3d_raw/{seq}/velodyne_points/timestamps.txt", frame_ids, times, origin,
                         "; the sweep is centred on the image_00 time (devkit model)")
@@ -754,7 +857,7 @@ def convert(source, scene: str, out, progress: bool = True) -> Path:
                 if lidar is not None and f in lidar_frames:
                     rel = f"{velo_dir}/{f:010d}.bin"
                     raw = read_velodyne(source_file(DATASET, root, rel, "Velodyne scan"), rel)
-                    lidar_pts[LIDAR_ID] = _lidar_frame(raw, times[i], ego, T_ego_lidar, vo, lidar)
+                    lidar_pts[LIDAR_ID] = _lidar_frame(raw, times[i], ego, T_ego_lidar, vo, beams, lidar)
                 writer.add_frame(times[i], T_world_ego[i], images=images, lidar_points=lidar_pts)
                 advance()
         _add_actors(writer, boxes, seq, stamps, origin)
@@ -811,17 +914,22 @@ def _lidar_sensor(root: Path, velo_dir: str, frame_ids: list[int], calib: Calibr
         raw = read_velodyne(source_file(DATASET, root, rel, "Velodyne scan"), rel)[:, :3].astype(np.float64)
         pts.append(raw[_valid_returns(raw)])
     xyz = np.concatenate(pts) if pts else np.zeros((0, 3))
-    table, vo = fit_beam_table(xyz, nominal)
+    model = fit_beam_model(xyz, nominal, hdl64_blocks(nominal))
+    vo = float(model.heights[0])      # our LiDAR origin: the upper block's beam origin
     if len(xyz):
-        resid = _beam_residual(xyz - [0.0, 0.0, vo], table)
-        logger.info("kitti360: beam table fitted to %d points of %d scans: %.2f..%.2f deg, beam origin %.3f m above "
-                    "the Velodyne origin; %.2f%% of points farther than 1/3 beam spacing from their beam",
-                    len(xyz), len(sample), table.min(), table.max(), vo, 100 * np.mean(resid > 1 / 3))
-    lidar = SpinningLidar.preset("hdl-64e", elevations_deg=[float(e) for e in table], spin_hz=SPIN_HZ,
-                                 min_range=MIN_RANGE, max_range=MAX_RANGE, clockwise=True, azimuth_start_deg=180.0)
+        _, resid = model.assign(xyz)
+        logger.info("kitti360: beam table fitted to %d points of %d scans: %.2f..%.2f deg, beam origins %s m above "
+                    "the Velodyne origin (upper, lower block); %.2f%% of points farther than 1/3 beam spacing "
+                    "from their beam", len(xyz), len(sample), model.elevations_deg.min(),
+                    model.elevations_deg.max(), ", ".join(f"{h:.3f}" for h in model.heights),
+                    100 * np.mean(resid > 1 / 3))
+    lidar = SpinningLidar.preset("hdl-64e", elevations_deg=[float(e) for e in model.elevations_deg],
+                                 spin_hz=SPIN_HZ, min_range=MIN_RANGE, max_range=MAX_RANGE, clockwise=True,
+                                 azimuth_start_deg=180.0)
     extra["lidar_beam_origin_m"] = vo
+    extra["lidar_block_origins_m"] = [float(h) for h in model.heights]
     T_ego_lidar = F_IMU_EGO @ T_imu_velo @ pose_matrix(np.eye(3), [0.0, 0.0, vo])
-    return lidar, T_ego_lidar, vo, set(lidar_frames)
+    return lidar, model, T_ego_lidar, vo, set(lidar_frames)
 
 
 def _report_offsets(root: Path, rel: str, frame_ids: list[int], times: np.ndarray, origin: np.datetime64,
@@ -864,16 +972,6 @@ def _check_cam0_to_world(root: Path, seq: str, poses: dict[int, np.ndarray], T_i
         logger.info("kitti360: %s agrees with the converted camera 0 poses (%d frames, <= %.2g m)", rel, n, worst_t)
 
 
-def _beam_residual(xyz: np.ndarray, table: np.ndarray, beam: np.ndarray | None = None) -> np.ndarray:
-    """|elevation - assigned beam's elevation| in units of the local beam spacing."""
-    table = np.asarray(table, np.float64)
-    beam = beams_from_elevation(xyz, table) if beam is None else beam
-    srt = np.sort(table)
-    gaps = np.diff(srt)
-    spacing = np.interp(table, (srt[1:] + srt[:-1]) / 2, gaps) if len(gaps) else np.ones(1)
-    return np.abs(elevations_deg(xyz) - table[beam]) / spacing[beam]
-
-
 def _read_image(path: Path, rel: str, sensor) -> np.ndarray:
     try:
         with Image.open(path) as im:
@@ -887,14 +985,15 @@ def _read_image(path: Path, rel: str, sensor) -> np.ndarray:
 
 
 def _lidar_frame(raw: np.ndarray, t: float, ego: PoseTrack, T_ego_lidar: np.ndarray, vo: float,
-                 lidar: SpinningLidar) -> np.ndarray:
+                 beams: BeamModel, lidar: SpinningLidar) -> np.ndarray:
     """The log's (M, 6) points of one raw scan (see "LiDAR" in the module docstring)."""
     xyz = raw[:, :3].astype(np.float64)
     keep = _valid_returns(xyz)
-    xyz = xyz[keep] - [0.0, 0.0, vo]          # our LiDAR frame: origin at the beams' origin
-    keep2 = np.linalg.norm(xyz, axis=1) > 1e-6
-    xyz, refl = xyz[keep2], raw[keep, 3][keep2].astype(np.float64)
-    beam = beams_from_elevation(xyz, lidar.elevations_deg)
+    xyz, refl = xyz[keep], raw[keep, 3].astype(np.float64)
+    beam, _ = beams.assign(xyz)               # at the measurement time, in the Velodyne frame
+    xyz = xyz - [0.0, 0.0, vo]                # our LiDAR frame: origin at the (upper) beams' origin
+    keep = np.linalg.norm(xyz, axis=1) > 1e-6
+    xyz, refl, beam = xyz[keep], refl[keep], beam[keep]
     dt = -np.arctan2(xyz[:, 1], xyz[:, 0]) / (2 * np.pi * lidar.spin_hz)
     xyz_c = motion_compensate(xyz, t + dt, t, sensor_track(ego, T_ego_lidar))
     return lidar_points(xyz_c, refl, beam, dt)

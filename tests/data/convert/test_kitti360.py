@@ -10,9 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from gssim import cli
 from gssim.data.convert import converter
 from gssim.data.convert.common import ConvertError
-from gssim.data.convert.kitti360 import MeiCalibration, convert, fit_mei_fisheye
+from gssim.data.convert.common import beams_from_elevation
+from gssim.data.convert.kitti360 import (MeiCalibration, _check_cam0_to_world, box_from_transform, convert,
+                                         fit_beam_model, fit_mei_fisheye, hdl64_blocks)
 from gssim.data.reader import load_log
 from tests.data.convert import kitti360_fixture as fx
 
@@ -26,7 +29,10 @@ def dataset(tmp_path_factory):
     truth = fx.write_kitti360(root)
     # A posed frame without its scan (KITTI-360 has such gaps): that frame gets no LiDAR.
     (root / f"data_3d_raw/{fx.SEQ}/velodyne_points/data/{NO_SCAN:010d}.bin").unlink()
-    out = convert(root, fx.SEQ, root.parent / "kitti360_log", progress=False)
+    out = root.parent / "kitti360_log"
+    with pytest.raises(SystemExit) as done:  # the `gssim convert` command
+        cli.main(["convert", "--from", "kitti360", str(root), "--scene", fx.SEQ, str(out), "--no-progress"])
+    assert done.value.code == 0
     return root, truth, load_log(out)
 
 
@@ -156,8 +162,10 @@ def test_lidar_points_return_to_the_world(dataset):
 def test_beam_table_and_origin_recovered(dataset):
     _, _, log = dataset
     lidar = log.sensor("lidar_top")
-    np.testing.assert_allclose(lidar.elevations_deg, fx.BEAMS_DEG, atol=1e-6)
-    assert log.extra["kitti360"]["lidar_beam_origin_m"] == pytest.approx(fx.VO, abs=1e-6)
+    # Exact up to the float32 coordinates of the .bin (one origin height for both blocks here).
+    np.testing.assert_allclose(lidar.elevations_deg, fx.BEAMS_DEG, atol=1e-4)
+    assert log.extra["kitti360"]["lidar_beam_origin_m"] == pytest.approx(fx.VO, abs=1e-5)
+    np.testing.assert_allclose(log.extra["kitti360"]["lidar_block_origins_m"], [fx.VO, fx.VO], atol=1e-5)
     assert lidar.clockwise and lidar.azimuth_start_deg == 180.0 and lidar.spin_hz == 10.0
 
 
@@ -253,3 +261,54 @@ def test_paths_stay_inside_the_source(dataset, tmp_path):
         convert(root, fx.SEQ, tmp_path / "out", progress=False)
     with pytest.raises(ConvertError, match="not a sequence name"):
         convert(root, "../" + fx.SEQ, tmp_path / "out2", progress=False)
+
+
+def test_beam_table_fit_is_robust_to_noise_strays_and_offsets():
+    """Per-block laser heights (0.20 / 0.15 m), a table drifting to 0.55 deg off the nominal
+    one at the bottom plus 0.03 deg irregularity, elevation (0.02 deg) and range (2 cm)
+    noise and 0.5 % stray points: every return keeps its beam."""
+    rng = np.random.default_rng(3)
+    nominal = fx.NOMINAL
+    true = nominal + np.linspace(0.0, -0.55, 64) + rng.normal(0.0, 0.03, 64)
+    n = 150
+    beam = np.repeat(np.arange(64), n)
+    el = np.radians(true[beam] + rng.normal(0.0, 0.02, len(beam)))
+    vo = np.where(beam < 32, 0.20, 0.15)
+    az = rng.uniform(-np.pi, np.pi, len(beam))
+    ground = np.where(el < 0, (1.73 + vo) / np.maximum(np.sin(-el), 1e-6), np.inf)
+    r = np.minimum(ground, rng.uniform(6.0, 40.0, len(beam)) / np.cos(el)) + rng.normal(0.0, 0.02, len(beam))
+    xyz = np.stack([r * np.cos(el) * np.cos(az), r * np.cos(el) * np.sin(az), r * np.sin(el) + vo], 1)
+    stray = rng.choice(len(xyz), len(xyz) // 200, replace=False)
+    xyz[stray] = rng.uniform(-30.0, 30.0, (len(stray), 3))
+    model = fit_beam_model(xyz, nominal, hdl64_blocks(nominal))
+    np.testing.assert_allclose(model.heights, [0.20, 0.15], atol=0.01)
+    np.testing.assert_allclose(model.elevations_deg, true, atol=0.08)
+    good = np.setdiff1d(np.arange(len(xyz)), stray)
+    found, resid = model.assign(xyz[good])
+    assert np.mean(found == beam[good]) > 0.999 and np.median(resid) < 0.1
+
+
+def test_box_axes_are_normalised():
+    verts = np.array([[sx, sy, sz] for sx in (0.5, -0.5) for sy in (0.5, -0.5) for sz in (0.5, -0.5)])
+    size = np.array([4.0, 2.0, 1.5])
+    for flip, mirrored in ((np.eye(3), False), (np.diag([1.0, -1.0, -1.0]), False), (np.diag([1.0, -1.0, 1.0]), True)):
+        M = fx.pose(fx.rot("z", 0.7) @ flip @ np.diag(size), [10.0, -3.0, 1.0])
+        T, s, was_mirrored = box_from_transform(M, verts)
+        np.testing.assert_allclose(T[:3, :3], fx.rot("z", 0.7), atol=1e-12)  # x forward kept, z up
+        np.testing.assert_allclose(T[:3, 3], [10.0, -3.0, 1.0])
+        np.testing.assert_allclose(s, size)
+        assert was_mirrored == mirrored
+
+
+def test_cam0_to_world_mismatch_is_reported(dataset, tmp_path, caplog):
+    root, truth, _ = dataset
+    cal = truth["cal"]
+    T_imu_cam = cal["cam_to_pose"]["image_00"] @ fx.pose(cal["R_rect"]["image_00"].T, np.zeros(3))
+    poses = truth["T_world_imu"]
+    with caplog.at_level("INFO"):
+        _check_cam0_to_world(root, fx.SEQ, poses, T_imu_cam)
+    assert "agrees" in caplog.text
+    caplog.clear()
+    with caplog.at_level("INFO"):  # without the rectification the poses differ
+        _check_cam0_to_world(root, fx.SEQ, poses, cal["cam_to_pose"]["image_00"])
+    assert "differs from poses.txt" in caplog.text
