@@ -14,6 +14,7 @@
     data_3d_raw/SEQ/velodyne_points/data/NNNNNNNNNN.bin     float32 x, y, z, reflectance
     data_3d_raw/SEQ/velodyne_points/timestamps.txt          (optional, only reported)
     data_poses/SEQ/poses.txt             frame index + 3x4 row-major T_world_imu
+    data_poses/SEQ/cam0_to_world.txt     (optional) cross-checked against the camera 0 poses
     data_3d_bboxes/train/SEQ.xml         3D boxes (``train_full/`` is used when ``train/``
                                          lacks the sequence; no file: no actors)
 
@@ -52,7 +53,7 @@ Frames and poses (KITTI-360 -> ours)
       (calib_cam_to_velo maps camera z to +x and camera y to -z).
       ``T_imu_velo = calib_cam_to_pose[image_00] @ inv(calib_cam_to_velo)`` (devkit
       ``Kitti360Viewer3DRaw.loadExtrinsics``), then the origin is moved up the spin axis
-      by the estimated beam-origin height ``vo`` (see "LiDAR"):
+      by the estimated (upper-block) beam-origin height ``vo`` (see "LiDAR"):
       ``T_ego_lidar = F @ T_imu_velo @ Trans(0, 0, vo)``.
     * Pixel centres: KITTI/OpenCV put the centre of the top-left pixel at (0, 0), gssim at
       (0.5, 0.5), so cx = P_rect[0, 2] + 0.5, cy = P_rect[1, 2] + 0.5 (fisheye: u0, v0 +
@@ -90,14 +91,21 @@ LiDAR
     * Motion compensation: each point is moved into the sensor frame at the frame time,
       ``p' = T(t_frame)^-1 T(t_i) p`` with the ego poses interpolated between frames
       (linear translation, slerp; constant velocity beyond the ends) (common.motion_compensate).
-    * Beams: recovered from elevation.  A 64-beam table and one height ``vo`` of the beams'
-      common origin above the Velodyne origin (the HDL-64E lasers sit ~0.1-0.2 m off its
-      origin, which shifts near points' elevations by several beam spacings) are fitted to
-      points of up to 20 scans spread over the sequence: starting from the nominal
-      HDL-64E table, alternate nearest-beam assignment with the least-squares fit of
-      ``z = rho tan(el_b) + vo``.  Beam index = row of that table (top beam first); it is
-      not the HDL-64E's laser id.  Points whose elevation misses every beam by more than
-      a third of the local spacing are counted and reported.
+    * Beams: recovered from elevation (the ``.bin`` order is not relied on).  If the
+      HDL-64E's per-laser vertical offsets (typically 0.1-0.2 m) are in the points, a near
+      point's elevation seen from the Velodyne origin is off by several beam spacings, so
+      the model is: each block of 32 lasers (upper block = the 32 highest beams) has its
+      own origin height ``h_k`` on the spin axis, and ``z = rho tan(el_b) + h_k``.  The 64
+      elevations and the two heights are fitted to the returns of up to 20 scans spread
+      over the sequence (``fit_beam_model``: three starts -- gap clustering, the nominal
+      HDL-64E table shifted and stretched, per block -- each refined by alternating
+      nearest-beam assignment with trimmed least squares; the best wins).  Beam index =
+      row of that table (top beam first); it is not the HDL-64E laser id.  The log's
+      LiDAR origin is the upper block's beam origin (``vo = h_0``, stored as
+      ``log.json["kitti360"]["lidar_beam_origin_m"]``, both heights as
+      ``lidar_block_origins_m``); for the lower block our single-origin ray model is off by
+      ``h_1 - h_0`` (a few cm) in height.  The share of returns farther than 1/3 beam
+      spacing from their beam is logged.
 
 Boxes (data_3d_bboxes XML, OpenCV FileStorage)
     Each object with a ``transform`` (4x4: rotation times scale, translation) of a unit
@@ -148,7 +156,6 @@ CAMERAS = (("image_00", "cam_front_left", "data_rect", "perspective"),
 LIDAR_ID = "lidar_top"
 SPIN_HZ = 10.0
 MIN_RANGE, MAX_RANGE = 1.0, 120.0
-N_BEAMS = 64
 # Scans sampled to fit the beam table.
 BEAM_TABLE_SCANS = 20
 
@@ -478,11 +485,11 @@ def _read_poses(root: Path, rel: str) -> dict[int, np.ndarray]:
 
 def read_velodyne(path: Path, rel: str) -> np.ndarray:
     """(M, 4) float32 x, y, z, reflectance of a KITTI ``.bin`` scan."""
-    raw = np.fromfile(path, dtype="<f4")
-    if raw.size % 4:
-        raise ConvertError(DATASET, rel, f"size {raw.size * 4} bytes is not a whole number of 16-byte points "
+    size = path.stat().st_size
+    if size % 16:
+        raise ConvertError(DATASET, rel, f"size {size} bytes is not a whole number of 16-byte points "
                                          f"(float32 x, y, z, reflectance)")
-    return raw.reshape(-1, 4)
+    return np.fromfile(path, dtype="<f4").reshape(-1, 4)
 
 
 def _valid_returns(xyz: np.ndarray) -> np.ndarray:

@@ -243,6 +243,12 @@ def test_missing_fields_are_named(dataset, tmp_path):
     with pytest.raises(ConvertError, match=r"calib_cam_to_pose.txt, field image_01"):
         convert(root, fx.SEQ, tmp_path / "out4", progress=False)
 
+    root = _copy(dataset, tmp_path / "e")
+    scan = root / f"data_3d_raw/{fx.SEQ}/velodyne_points/data/0000000002.bin"
+    scan.write_bytes(scan.read_bytes()[:-6])  # a truncated scan
+    with pytest.raises(ConvertError, match=r"velodyne_points/data/0000000002.bin: size \d+ bytes is not a whole"):
+        convert(root, fx.SEQ, tmp_path / "out5", progress=False)
+
 
 def test_a_missing_scan_leaves_the_frame_without_lidar(dataset):
     _, _, log = dataset
