@@ -120,7 +120,10 @@ Boxes (data_3d_bboxes XML, OpenCV FileStorage)
     movable classes become actors (car, truck, bus, caravan, trailer, train, motorcycle,
     bicycle, person, rider, unknown vehicle; buildings, poles, signs ... are scene).
     Dynamic objects get one pose per annotated frame (at that frame's image_00 time,
-    posed or not); static ones a stationary track over their [start_frame, end_frame].
+    posed or not; the size is the median of the samples'); static ones a stationary
+    track (two equal poses) over their [start_frame, end_frame].  Actor id:
+    ``<label>_<instanceId>`` (e.g. ``car_4``); the source ids are kept in the actor's
+    ``kitti360`` entry.
 """
 from __future__ import annotations
 
