@@ -73,7 +73,7 @@ Inputs check_inputs(const Tensor& rays_o, const Tensor& rays_d, int64_t rows, in
 }
 
 // Returns color_acc, alpha, t_acc, normal_acc, median_t, and the saved state for the
-// backward pass: tile_offsets, entries, last, median_pos.
+// backward pass: order (records front to back), tile_offsets, entries (ranks), last, median_pos.
 std::vector<Tensor> rasterize_fwd_cpu(const Tensor& rays_o, const Tensor& rays_d, int64_t rows, int64_t cols,
                                       const Tensor& means, const Tensor& axis_u, const Tensor& axis_v,
                                       const Tensor& normals, const Tensor& opacities, const Tensor& features,
@@ -85,22 +85,25 @@ std::vector<Tensor> rasterize_fwd_cpu(const Tensor& rays_o, const Tensor& rays_d
   auto i64 = torch::TensorOptions().dtype(torch::kInt64);
   auto i32 = torch::TensorOptions().dtype(torch::kInt32);
   auto f32 = torch::TensorOptions().dtype(torch::kFloat32);
+  Tensor order = torch::empty({F}, i32);
+  gssim::cpu::sort_records(records.data_ptr<int32_t>(), F, depth_keys.data_ptr<float>(), order.data_ptr<int32_t>());
   Tensor tile_offsets = torch::empty({in.grid.num_tiles() + 1}, i64);
   const int64_t E = gssim::cpu::count_tile_entries(records.data_ptr<int32_t>(), F, in.grid,
                                                    tile_offsets.data_ptr<int64_t>());
   Tensor entries = torch::empty({E}, i32);
-  gssim::cpu::fill_tile_entries(records.data_ptr<int32_t>(), F, depth_keys.data_ptr<float>(), in.grid,
+  gssim::cpu::fill_tile_entries(records.data_ptr<int32_t>(), order.data_ptr<int32_t>(), F, in.grid,
                                 tile_offsets.data_ptr<int64_t>(), entries.data_ptr<int32_t>());
   Tensor color = torch::empty({R, features.size(1)}, f32), alpha = torch::empty({R}, f32);
   Tensor t_acc = torch::empty({R}, f32), normal = torch::empty({R, 3}, f32), median = torch::empty({R}, f32);
   Tensor last = torch::empty({R}, i32), median_pos = torch::empty({R}, i32);
   gssim::cpu::rasterize_forward(rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), in.grid, in.surfels,
-                                records.data_ptr<int32_t>(), tile_offsets.data_ptr<int64_t>(),
-                                entries.data_ptr<int32_t>(), static_cast<float>(t_min), static_cast<float>(t_max),
+                                records.data_ptr<int32_t>(), order.data_ptr<int32_t>(), F,
+                                tile_offsets.data_ptr<int64_t>(), entries.data_ptr<int32_t>(),
+                                static_cast<float>(t_min), static_cast<float>(t_max),
                                 color.data_ptr<float>(), alpha.data_ptr<float>(), t_acc.data_ptr<float>(),
                                 normal.data_ptr<float>(), median.data_ptr<float>(), last.data_ptr<int32_t>(),
                                 median_pos.data_ptr<int32_t>());
-  return {color, alpha, t_acc, normal, median, tile_offsets, entries, last, median_pos};
+  return {color, alpha, t_acc, normal, median, order, tile_offsets, entries, last, median_pos};
 }
 
 // Returns gradients of means, axis_u, axis_v, normals, opacities, features, means2d.
@@ -109,13 +112,16 @@ std::vector<Tensor> rasterize_bwd_cpu(const Tensor& rays_o, const Tensor& rays_d
                                       const Tensor& normals, const Tensor& opacities, const Tensor& features,
                                       const Tensor& means2d, const Tensor& depth_keys, const Tensor& records,
                                       int64_t tile_h, int64_t tile_w, double t_min, double t_max,
-                                      const Tensor& tile_offsets, const Tensor& entries, const Tensor& alpha,
+                                      const Tensor& order, const Tensor& tile_offsets, const Tensor& entries,
+                                      const Tensor& alpha,
                                       const Tensor& last, const Tensor& median_pos, const Tensor& g_color,
                                       const Tensor& g_alpha, const Tensor& g_t, const Tensor& g_normal,
                                       const Tensor& g_median) {
   const Inputs in = check_inputs(rays_o, rays_d, rows, cols, means, axis_u, axis_v, normals, opacities, features,
                                  means2d, depth_keys, records, tile_h, tile_w, t_min, t_max);
   const int64_t R = rows * cols, N = means.size(0), C = features.size(1);
+  const int64_t F = records.size(0);
+  check_tensor(order, "order", torch::kInt32, {F});
   check_tensor(tile_offsets, "tile_offsets", torch::kInt64, {in.grid.num_tiles() + 1});
   check_tensor(entries, "entries", torch::kInt32, {-1});
   check_tensor(alpha, "alpha", torch::kFloat32, {R});
@@ -132,7 +138,7 @@ std::vector<Tensor> rasterize_bwd_cpu(const Tensor& rays_o, const Tensor& rays_d
   Tensor d_m2 = torch::zeros({N, 2}, f32);
   gssim::cpu::rasterize_backward(
       rays_o.data_ptr<float>(), rays_d.data_ptr<float>(), in.grid, in.surfels, records.data_ptr<int32_t>(),
-      tile_offsets.data_ptr<int64_t>(), entries.data_ptr<int32_t>(), static_cast<float>(t_min),
+      order.data_ptr<int32_t>(), F, tile_offsets.data_ptr<int64_t>(), entries.data_ptr<int32_t>(), static_cast<float>(t_min),
       static_cast<float>(t_max), alpha.data_ptr<float>(), last.data_ptr<int32_t>(), median_pos.data_ptr<int32_t>(),
       g_color.data_ptr<float>(), g_alpha.data_ptr<float>(), g_t.data_ptr<float>(), g_normal.data_ptr<float>(),
       g_median.data_ptr<float>(), d_means.data_ptr<float>(), d_u.data_ptr<float>(), d_v.data_ptr<float>(),
@@ -150,7 +156,7 @@ TORCH_LIBRARY(gssim, m) {
   m.def(
       "rasterize_bwd(Tensor rays_o, Tensor rays_d, int rows, int cols, Tensor means, Tensor axis_u, "
       "Tensor axis_v, Tensor normals, Tensor opacities, Tensor features, Tensor means2d, Tensor depth_keys, "
-      "Tensor records, int tile_h, int tile_w, float t_min, float t_max, Tensor tile_offsets, "
+      "Tensor records, int tile_h, int tile_w, float t_min, float t_max, Tensor order, Tensor tile_offsets, "
       "Tensor entries, Tensor alpha, Tensor last, Tensor median_pos, Tensor g_color, Tensor g_alpha, "
       "Tensor g_t, Tensor g_normal, Tensor g_median) -> Tensor[]");
 }

@@ -6,8 +6,10 @@
 //   surfels: means, axis_u, axis_v, normals (N, 3); opacities (N); features (N, C);
 //     means2d (N, 2); depth_keys (N).
 //   records (F, 6) int32: surfel, r0, r1, c0, c1 (inclusive cell box), column shift.
-//   Tiles of th x tw cells, row-major; a tile's entries are record indices sorted by
-//   (depth key of the record's surfel, record index).
+//   order (F): record indices front to back, sorted by (depth key of the record's surfel,
+//     record index); a record's rank is its position in order.
+//   Tiles of th x tw cells, row-major; a tile's entries are the ranks of the records that
+//   overlap it, ascending (so front to back).
 #pragma once
 
 #include <cstdint>
@@ -22,12 +24,15 @@ struct TileGrid {
   int num_tiles() const { return tiles_y() * tiles_x(); }
 };
 
+// Sorts the records front to back into order (F) (a stable radix sort on the depth keys).
+void sort_records(const int32_t* records, int64_t F, const float* depth_keys, int32_t* order);
+
 // Counts the (tile, record) pairs: writes tile_offsets (num_tiles + 1), the start of each
 // tile's list, and returns their total E.
 int64_t count_tile_entries(const int32_t* records, int64_t F, TileGrid g, int64_t* tile_offsets);
 
-// Fills entries (E) with each tile's record indices, sorted front to back.
-void fill_tile_entries(const int32_t* records, int64_t F, const float* depth_keys, TileGrid g,
+// Fills entries (E) with each tile's record ranks, ascending.
+void fill_tile_entries(const int32_t* records, const int32_t* order, int64_t F, TileGrid g,
                        const int64_t* tile_offsets, int32_t* entries);
 
 struct SurfelArrays {
@@ -40,16 +45,16 @@ struct SurfelArrays {
 // median_t (R); for the backward pass last (R) = 1 + position (in its tile's list) of the
 // last surfel composited, median_pos (R) = position of the median surfel (-1: none).
 void rasterize_forward(const float* rays_o, const float* rays_d, TileGrid g, SurfelArrays s,
-                       const int32_t* records, const int64_t* tile_offsets, const int32_t* entries,
-                       float t_min, float t_max, float* color_acc, float* alpha, float* t_acc,
-                       float* normal_acc, float* median_t, int32_t* last, int32_t* median_pos);
+                       const int32_t* records, const int32_t* order, int64_t F, const int64_t* tile_offsets,
+                       const int32_t* entries, float t_min, float t_max, float* color_acc, float* alpha,
+                       float* t_acc, float* normal_acc, float* median_t, int32_t* last, int32_t* median_pos);
 
 // Backward: from output gradients (same shapes as the forward outputs) accumulate into
 // zero-initialised gradients of means, axis_u, axis_v, normals (N, 3), opacities (N),
 // features (N, C), means2d (N, 2).
 void rasterize_backward(const float* rays_o, const float* rays_d, TileGrid g, SurfelArrays s,
-                        const int32_t* records, const int64_t* tile_offsets, const int32_t* entries,
-                        float t_min, float t_max, const float* alpha, const int32_t* last,
+                        const int32_t* records, const int32_t* order, int64_t F, const int64_t* tile_offsets,
+                        const int32_t* entries, float t_min, float t_max, const float* alpha, const int32_t* last,
                         const int32_t* median_pos, const float* g_color, const float* g_alpha,
                         const float* g_t, const float* g_normal, const float* g_median,
                         float* d_means, float* d_axis_u, float* d_axis_v, float* d_normals,

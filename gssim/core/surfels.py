@@ -100,6 +100,14 @@ class Surfels:
         """(N, 3, 3) rotation matrices of the normalised quaternions; columns t_u, t_v, n."""
         return quat_to_rotmat(normalize_quats(self.quats))
 
+    def take(self, index: Tensor) -> "Surfels":
+        """The surfels at ``index`` (1-D indices; differentiable).  A subset of valid surfels
+        is valid, so it is not checked again."""
+        out = object.__new__(Surfels)
+        for f in ("means", "quats", "scales", "opacities", "features"):
+            setattr(out, f, getattr(self, f).index_select(0, index))
+        return out
+
     def to(self, device: torch.device | str) -> "Surfels":
         return Surfels(*(getattr(self, f).to(device) for f in
                          ("means", "quats", "scales", "opacities", "features")))

@@ -10,6 +10,7 @@ import torch
 from gssim.core.surfels import Surfels
 from gssim.core.transforms import check_rigid
 from gssim.render import native
+from gssim.render.culling import SurfelChunks, visible_index
 from gssim.render.pipeline import RayGrid, SurfelGeometry, build_rays, prepare_surfels
 from gssim.render.reference import rasterize_reference
 from gssim.sensors.base import Sensor
@@ -110,21 +111,28 @@ def rasterize(grid: RayGrid, geom: SurfelGeometry, sensor: Sensor, backend: str)
     return native.rasterize(*args, th, tw, sensor.t_min, sensor.t_max)
 
 
-def render(surfels: Surfels, sensor: Sensor, T_world_sensor, T_world_sensor_end=None,
-           backend: str = "auto", background: Tensor | None = None) -> CameraOutput | LidarOutput:
+def render(surfels: Surfels | SurfelChunks, sensor: Sensor, T_world_sensor, T_world_sensor_end=None,
+           backend: str = "auto", background: Tensor | None = None, cull: bool = True
+           ) -> CameraOutput | LidarOutput:
     """Render surfels through a sensor at a pose.
 
-    T_world_sensor: (4, 4) sensor-to-world pose (at the start of a rolling-shutter readout
-    or LiDAR sweep); T_world_sensor_end: pose at its end (optional; the pose of each row or
-    column is interpolated between them).  background: (C,) colour under the composite
-    (cameras; default zeros).  Gradients flow to every Surfels tensor on every backend.
+    surfels: a Surfels set, or SurfelChunks of a large static scene (only the chunks the
+    sensor can see are touched).  T_world_sensor: (4, 4) sensor-to-world pose (at the
+    start of a rolling-shutter readout or LiDAR sweep); T_world_sensor_end: pose at its end
+    (optional; the pose of each row or column is interpolated between them).  background:
+    (C,) colour under the composite (cameras; default zeros).  cull: reject surfels outside
+    the sensor's view volume and range first (conservative: the render is the same).
+    Gradients flow to every Surfels tensor on every backend.
 
     Arguments are checked before anything is computed: poses must be real-valued, finite,
     rigid and within ``gssim.sensors.LIMITS.max_coordinate_m``; the background finite;
     every tensor must hold data (cpu or cuda, not the meta device).
     """
+    chunks = surfels if isinstance(surfels, SurfelChunks) else None
+    if chunks is not None:
+        surfels = chunks.surfels
     if not isinstance(surfels, Surfels):
-        raise TypeError(f"render: surfels must be gssim.Surfels, got {type(surfels).__name__}")
+        raise TypeError(f"render: surfels must be gssim.Surfels or SurfelChunks, got {type(surfels).__name__}")
     if not isinstance(sensor, Sensor):
         raise TypeError(f"render: sensor must be a gssim sensor, got {type(sensor).__name__}")
     if surfels.device.type not in ("cpu", "cuda"):
@@ -149,17 +157,19 @@ def render(surfels: Surfels, sensor: Sensor, T_world_sensor, T_world_sensor_end=
     if T_world_sensor_end is not None:
         T_world_sensor_end = _pose(T_world_sensor_end, "T_world_sensor_end")
     grid = build_rays(sensor, T_world_sensor, T_world_sensor_end)
-    if len(surfels) == 0:
-        geom = None
-    else:
-        geom = prepare_surfels(surfels, sensor, grid)
+    seen = surfels
+    if cull or chunks is not None:
+        index = visible_index(surfels, sensor, grid, chunks.candidates(sensor, grid) if chunks is not None else None)
+        if index is not None:
+            seen = surfels.take(index)
+    geom = prepare_surfels(seen, sensor, grid) if len(seen) else None
     H, W = grid.rows, grid.cols
     if geom is None or geom.records.shape[0] == 0:
         z = torch.zeros
         color_acc, alpha, t_acc = z(H * W, C, device=dev), z(H * W, device=dev), z(H * W, device=dev)
         normal_acc, median_t = z(H * W, 3, device=dev), z(H * W, device=dev)
-        if geom is not None:  # keep the graph connected so gradients are defined (zeros)
-            color_acc = color_acc + 0 * geom.features.sum()
+        if len(surfels):  # keep the graph connected so gradients are defined (zeros)
+            color_acc = color_acc + 0 * surfels.features.sum()
     else:
         color_acc, alpha, t_acc, normal_acc, median_t = rasterize(grid, geom, sensor, backend)
     hit = alpha > 0

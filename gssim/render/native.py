@@ -24,24 +24,24 @@ class _Rasterize(torch.autograd.Function):
                 means2d, depth_keys, records, tile_h, tile_w, t_min, t_max):
         args = (rays_o, rays_d, rows, cols, means, axis_u, axis_v, normals, opacities, features, means2d,
                 depth_keys, records, tile_h, tile_w, t_min, t_max)
-        color, alpha, t_acc, normal, median, tile_offsets, entries, last, median_pos = \
+        color, alpha, t_acc, normal, median, order, tile_offsets, entries, last, median_pos = \
             torch.ops.gssim.rasterize_fwd(*args)
         ctx.scalars = (rows, cols, tile_h, tile_w, t_min, t_max)
         ctx.save_for_backward(rays_o, rays_d, means, axis_u, axis_v, normals, opacities, features, means2d,
-                              depth_keys, records, tile_offsets, entries, alpha, last, median_pos)
+                              depth_keys, records, order, tile_offsets, entries, alpha, last, median_pos)
         return color, alpha, t_acc, normal, median
 
     @staticmethod
     def backward(ctx, g_color, g_alpha, g_t, g_normal, g_median):
         (rays_o, rays_d, means, axis_u, axis_v, normals, opacities, features, means2d, depth_keys, records,
-         tile_offsets, entries, alpha, last, median_pos) = ctx.saved_tensors
+         order, tile_offsets, entries, alpha, last, median_pos) = ctx.saved_tensors
         rows, cols, tile_h, tile_w, t_min, t_max = ctx.scalars
         grads = [g.contiguous() if g is not None else torch.zeros_like(ref)
                  for g, ref in ((g_color, features.new_empty(rays_o.shape[0], features.shape[1])),
                                 (g_alpha, alpha), (g_t, alpha), (g_normal, rays_o), (g_median, alpha))]
         d_means, d_u, d_v, d_n, d_o, d_f, d_m2 = torch.ops.gssim.rasterize_bwd(
             rays_o, rays_d, rows, cols, means, axis_u, axis_v, normals, opacities, features, means2d,
-            depth_keys, records, tile_h, tile_w, t_min, t_max, tile_offsets, entries, alpha, last, median_pos,
+            depth_keys, records, tile_h, tile_w, t_min, t_max, order, tile_offsets, entries, alpha, last, median_pos,
             *grads)
         return (None, None, None, None, d_means, d_u, d_v, d_n, d_o, d_f, d_m2, None, None, None, None, None, None)
 
