@@ -33,6 +33,7 @@ from gssim.data.poses import PoseTrack
 from gssim.data.rangeimage import COL_TIME, PointsError, RangeImage, check_points, rebin_points
 from gssim.data.safe_files import MissingFileError, SafeFileError, open_inside, read_json_inside
 from gssim.data.schema import LOG_JSON, ActorEntry, FrameEntry, SensorEntry, parse_log_dict
+from gssim.sensors.limits import LIMITS
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,11 @@ class Log:
                 raise where.error(f"the {expected} file is incomplete (no end marker; a half-copied file?)")
         f.seek(0)
         im = Image.open(f, formats=[expected])
+        # Our own guard: PIL's MAX_IMAGE_PIXELS is a process-wide setting other libraries
+        # change (nuscenes-devkit raises it at import).
+        if im.size[0] * im.size[1] > LIMITS.max_cells:
+            raise where.error(f"image header claims {im.size[0]}x{im.size[1]} pixels, over the limit of "
+                              f"{LIMITS.max_cells} (gssim.sensors.LIMITS.max_cells; decompression-bomb guard)")
         if im.size != (cam.width, cam.height):
             raise where.error(f"image is {im.size[0]}x{im.size[1]}, but sensors.{sid} is {cam.width}x{cam.height}",
                               field=f"sensors.{sid}.width/height")

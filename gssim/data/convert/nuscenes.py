@@ -231,7 +231,9 @@ def _diagnose(root: Path, version: str, exc: BaseException) -> ConvertError:
 
 def load_nuscenes(root: Path, version: str):
     """NuScenes(version, root), after checking that every table and map mask exists."""
+    bomb_guard = Image.MAX_IMAGE_PIXELS
     from nuscenes.nuscenes import NuScenes
+    Image.MAX_IMAGE_PIXELS = bomb_guard  # the devkit lifts PIL's guard for the whole process at import
 
     for name in TABLES:
         source_file(DATASET, root, f"{version}/{name}.json", "table")
