@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from gssim.data.convert import CONVERTERS, converter
+from gssim.data.convert.common import ConvertError
 
 
 def add_parser(subparsers) -> None:
@@ -16,6 +18,11 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=main)
 
 
-def main(args: argparse.Namespace) -> None:
-    out = converter(args.source_format)(args.source, args.scene, args.out, progress=not args.no_progress)
+def main(args: argparse.Namespace) -> int:
+    try:
+        out = converter(args.source_format)(args.source, args.scene, args.out, progress=not args.no_progress)
+    except (ConvertError, FileExistsError) as exc:  # the dataset's fault or an existing log: a message, no trace
+        print(f"gssim convert: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {out}")
+    return 0
