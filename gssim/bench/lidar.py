@@ -8,12 +8,16 @@ Measures, in one run and on one machine:
 * the torch reference on a sweep small enough for its dense rays x records tensors, with
   the native backend on the same input (ratio = same work);
 * open3d's ``RaycastingScene`` on the equivalent triangle mesh (every surfel's support
-  rectangle as two triangles), the way mesh-based LiDAR simulators cast rays.
+  rectangle as two triangles), the way mesh-based LiDAR simulators cast rays;
+* a sweep taken while the car drives at 15 m/s and turns at 0.3 rad/s, against a still one;
+* the growth of cost with the scene around the same pose (1x and 10x street, view culling
+  by range and spatial chunks).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -21,7 +25,9 @@ from dataclasses import dataclass
 import torch
 
 from gssim.bench import median_time
+from gssim.bench.street import long_street
 from gssim.core.surfels import Surfels
+from gssim.render.culling import SurfelChunks
 from gssim.render import native, render
 from gssim.sensors.base import ALPHA_MIN
 from gssim.sensors.lidar import SpinningLidar
@@ -142,8 +148,9 @@ def time_open3d(surfels: Surfels, lidar, T, repeats: int) -> tuple[Timing, float
 
 def run(n_surfels: int = 200_000, seed: int = 0, sweeps: tuple[str, ...] = ("128x2048", "32x1024"),
         repeats: int = 3, ref_shape: tuple[int, int] = (16, 128), ref_surfels: int = 2000,
-        open3d: bool = True, backward: bool = True, report=print) -> dict:
-    """Run the benchmark; ``report`` receives one line of text per measurement."""
+        open3d: bool = True, backward: bool = True, moving: bool = True, growth: int = 10, report=print) -> dict:
+    """Run the benchmark; ``report`` receives one line of text per measurement.  ``growth``:
+    the long street is this many times the scene (0 or 1: skip)."""
     if not native.available():
         raise RuntimeError(f"gssim bench lidar: the native extension is not built ({native.NATIVE_ERROR})")
     for name in sweeps:
@@ -181,6 +188,35 @@ def run(n_surfels: int = 200_000, seed: int = 0, sweeps: tuple[str, ...] = ("128
                    f"{o3.mrays:.2f} Mrays/s ({o3.seconds * 1e3:.1f} ms, BVH build {build:.2f} s, "
                    f"{hit * 100:.0f}% rays hit) -> native forward / open3d = {fwd.mrays / o3.mrays:.2f}x")
         results["sweeps"][name] = row
+
+    if moving or growth > 1:
+        preset, cols = SWEEPS[sweeps[0]]
+        lidar = SpinningLidar.preset(preset, azimuth_resolution_deg=360.0 / cols)
+    if moving:
+        # 15 m/s along x and 0.3 rad/s of yaw over the 0.1 s sweep.
+        T_end = lidar_pose(float(T[0, 3]) + 15.0 * lidar.sweep_duration_s)
+        yaw = 0.3 * lidar.sweep_duration_s
+        T_end[:2, :2] = torch.tensor([[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]],
+                                     dtype=torch.float64)
+        with torch.no_grad():
+            mov = median_time(lambda: render(surfels, lidar, T, T_end, backend="cpu"), repeats)
+        still = results["sweeps"][sweeps[0]]["forward"]
+        results["moving"] = Timing(mov, lidar.rows * lidar.cols)
+        report(f"{sweeps[0]} sweep while driving (15 m/s, 0.3 rad/s): forward {results['moving'].mrays:.2f} Mrays/s "
+               f"({mov * 1e3:.1f} ms) -> moving / still = {mov / still.seconds:.2f}x")
+    if growth > 1:
+        small, big = long_street(1, n_surfels, seed), long_street(growth, n_surfels, seed)
+        chunks = SurfelChunks(big)
+        with torch.no_grad():
+            base = median_time(lambda: render(small, lidar, T, backend="cpu"), repeats)
+            plain = median_time(lambda: render(big, lidar, T, backend="cpu", cull=False), repeats)
+            culled = median_time(lambda: render(big, lidar, T, backend="cpu"), repeats)
+            chunked = median_time(lambda: render(chunks, lidar, T, backend="cpu"), repeats)
+        results["growth"] = {"base": base, "plain": plain, "culled": culled, "chunked": chunked}
+        report(f"growth, {sweeps[0]} sweep (max range {lidar.max_range:g} m): {n_surfels} surfels {base * 1e3:.1f} ms; "
+               f"{growth}x street ({growth * n_surfels} surfels): without culling {plain * 1e3:.1f} ms "
+               f"({plain / base:.2f}x), view culling {culled * 1e3:.1f} ms ({culled / base:.2f}x), {len(chunks)} "
+               f"chunks {chunked * 1e3:.1f} ms ({chunked / base:.2f}x)")
 
     # The torch reference is dense over rays x records: compare on a small sweep and scene.
     B, A = ref_shape
@@ -226,6 +262,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--ref-surfels", type=int, default=2000, help="surfels for the reference comparison")
     p.add_argument("--no-open3d", action="store_true", help="skip the open3d mesh ray casting")
     p.add_argument("--no-backward", action="store_true", help="skip backward timings")
+    p.add_argument("--no-moving", action="store_true", help="skip the sweep taken while driving")
+    p.add_argument("--growth", type=int, default=10, help="growth case: the street this many times as long (0: skip)")
     p.set_defaults(func=main)
     return p
 
@@ -237,7 +275,7 @@ def main(args: argparse.Namespace) -> int:
     sweeps = tuple(s.strip() for s in args.sweeps.split(",") if s.strip())
     try:
         run(args.surfels, args.seed, sweeps, args.repeats, args.ref_shape, args.ref_surfels,
-            open3d=not args.no_open3d, backward=not args.no_backward)
+            open3d=not args.no_open3d, backward=not args.no_backward, moving=not args.no_moving, growth=args.growth)
     except (RuntimeError, ValueError) as err:
         raise SystemExit(str(err)) from err
     return 0

@@ -1,7 +1,13 @@
-"""`gssim bench render`: camera rasterizer throughput, native vs the torch reference."""
+"""`gssim bench render`: camera rasterizer throughput, native vs the torch reference.
+
+Also, in the same run: a moving rolling-shutter camera against a still one, the growth of
+cost with the scene around the same view (1x and 10x street, with view culling and
+spatial chunks), a training-sized step (forward + backward of a 320x180 image), and a
+peer (gsplat's 2DGS torch path on the same surfels and camera)."""
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import subprocess
 import sys
@@ -10,19 +16,55 @@ import time
 import torch
 
 from gssim.bench import median_time
-from gssim.bench.street import street_camera_pose, street_surfels
+from gssim.bench.street import long_street, street_camera_pose, street_surfels
 from gssim.core.surfels import Surfels
-from gssim.render.api import rasterize
+from gssim.render.api import rasterize, render
+from gssim.render.culling import SurfelChunks
 from gssim.render.pipeline import build_rays, prepare_surfels
 from gssim.sensors import FisheyeCamera, PinholeCamera
 from gssim.sensors.base import Sensor
 
 
-def _camera(model: str, width: int, height: int) -> Sensor:
+def _camera(model: str, width: int, height: int, **kw) -> Sensor:
     if model == "pinhole":
-        return PinholeCamera(width, height, 0.625 * width, 0.625 * width, width / 2, height / 2)
+        return PinholeCamera(width, height, 0.625 * width, 0.625 * width, width / 2, height / 2, **kw)
     return FisheyeCamera(width, height, 0.3 * width, 0.3 * width, width / 2, height / 2,
-                         distortion=[0.02, 0.005, 0.0, 0.0])
+                         distortion=[0.02, 0.005, 0.0, 0.0], **kw)
+
+
+def _moved(T: torch.Tensor, forward_m: float, yaw_rad: float) -> torch.Tensor:
+    """A camera pose (OpenCV axes) moved ``forward_m`` along its view and turned by ``yaw_rad``
+    to the left about the world z axis."""
+    c, s = math.cos(yaw_rad), math.sin(yaw_rad)
+    Rz = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    out = T.clone()
+    out[:3, :3] = Rz @ T[:3, :3]
+    out[:3, 3] = T[:3, 3] + forward_m * T[:3, 2]
+    return out
+
+
+def time_render(scene, cam: Sensor, T, T_end=None, repeats: int = 3, backward: bool = False,
+                cull: bool = True) -> dict:
+    """Median seconds of ``gssim.render`` end to end (rays to images) and, with
+    ``backward``, of the backward pass of a loss on every output (forward off the clock)."""
+    with torch.no_grad():
+        fwd = median_time(lambda: render(scene, cam, T, T_end, backend="cpu", cull=cull), repeats)
+    out = {"fwd": fwd, "pixels": cam.rows * cam.cols}
+    if backward:
+        s = scene.surfels if isinstance(scene, SurfelChunks) else scene
+        leaves = [getattr(s, f).detach().requires_grad_(True)
+                  for f in ("means", "quats", "scales", "opacities", "features")]
+        ls = Surfels(*leaves)
+        times = []
+        for i in range(repeats + 1):
+            o = render(ls, cam, T, T_end, backend="cpu", cull=cull)
+            loss = o.color.sum() + o.alpha.sum() + 0.01 * o.depth.sum() + o.normal.sum()
+            t0 = time.perf_counter()
+            torch.autograd.grad(loss, leaves)
+            if i:
+                times.append(time.perf_counter() - t0)
+        out["bwd"] = statistics.median(times)
+    return out
 
 
 def time_backend(surfels: Surfels, cam: Sensor, backend: str, repeats: int) -> dict:
@@ -104,6 +146,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--ref-width", type=int, default=64, help="image width of the reference comparison")
     p.add_argument("--ref-surfels", type=int, default=4000, help="surfels of the reference comparison")
     p.add_argument("--memory", action="store_true", help="also measure peak memory of a 1M-surfel 1280x720 forward")
+    p.add_argument("--no-moving", action="store_true", help="skip the moving rolling-shutter camera")
+    p.add_argument("--growth", type=int, default=10, help="growth case: the street this many times as long (0: skip)")
+    p.add_argument("--far", type=float, default=200.0, help="far plane (m) of the camera in the growth case's "
+                                                           "second measurement")
+    p.add_argument("--train-size", default="320x180", help="image of the training-sized step ('' to skip)")
+    p.add_argument("--peer", action="store_true", help="also time gsplat's 2DGS torch path on the same input")
     p.set_defaults(func=main)
 
 
@@ -135,7 +183,64 @@ def main(args: argparse.Namespace) -> None:
         print(f"  {model:8s} per ray-surfel pair: reference {ref['dense_pairs'] / ref['fwd'] / 1e6:.1f} M pairs/s "
               f"forward; native at full size {r['pixels'] * r['records'] / r['fwd'] / 1e6:.0f} M pairs/s "
               f"(dense-equivalent) -> {r['pixels'] * r['records'] / r['fwd'] / (ref['dense_pairs'] / ref['fwd']):.0f}x")
+    if not args.no_moving:
+        report_moving(surfels, args.width, args.height, args.repeats)
+    if args.growth > 1:
+        report_growth(args.surfels, args.growth, args.width, args.height, args.far, args.repeats)
+    if args.train_size:
+        w, h = (int(v) for v in args.train_size.lower().split("x"))
+        cam = _camera("pinhole", w, h)
+        r = time_render(surfels, cam, street_camera_pose(), repeats=args.repeats, backward=True)
+        print(f"  training-sized step ({w}x{h} pinhole, {args.surfels} surfels): forward {r['fwd'] * 1e3:.1f} ms "
+              f"+ backward {r['bwd'] * 1e3:.1f} ms = {(r['fwd'] + r['bwd']) * 1e3:.1f} ms "
+              f"({r['pixels'] / (r['fwd'] + r['bwd']) / 1e6:.2f} MP/s forward+backward)")
+    if args.peer:
+        report_peer(args.ref_surfels, args.ref_width, args.height * args.ref_width // args.width, args.repeats)
     if args.memory:
         base, peak = peak_memory_forward(1_000_000, 1280, 720)
         print(f"  peak resident memory, 1M surfels 1280x720 native forward: {peak:.2f} GB for the process "
               f"({base:.2f} GB with torch loaded and the surfels built, {peak - base:.2f} GB more for the render)")
+
+
+def report_moving(surfels: Surfels, width: int, height: int, repeats: int) -> None:
+    """A rolling-shutter camera (30 ms readout) on a car at 15 m/s turning at 0.3 rad/s,
+    against the same camera still."""
+    T = street_camera_pose()
+    still = time_render(surfels, _camera("pinhole", width, height), T, repeats=repeats, backward=True)
+    rs = _camera("pinhole", width, height, rolling_shutter_s=0.03)
+    moving = time_render(surfels, rs, T, _moved(T, 15.0 * 0.03, 0.3 * 0.03), repeats=repeats, backward=True)
+    print(f"  moving rolling shutter (30 ms readout, 15 m/s, 0.3 rad/s): forward {moving['fwd'] * 1e3:.1f} ms, "
+          f"backward {moving['bwd'] * 1e3:.1f} ms; still pinhole forward {still['fwd'] * 1e3:.1f} ms, backward "
+          f"{still['bwd'] * 1e3:.1f} ms -> moving / still = {moving['fwd'] / still['fwd']:.2f}x forward, "
+          f"{moving['bwd'] / still['bwd']:.2f}x backward")
+
+
+def report_growth(n: int, factor: int, width: int, height: int, far: float, repeats: int) -> None:
+    """The same view of the street and of the street ``factor`` times as long around it."""
+    T = street_camera_pose()
+    small, big = long_street(1, n), long_street(factor, n)
+    chunks = SurfelChunks(big)
+    for far_m in (math.inf, far):
+        cam = _camera("pinhole", width, height, far=far_m)
+        base = time_render(small, cam, T, repeats=repeats)["fwd"]
+        plain = time_render(big, cam, T, repeats=repeats, cull=False)["fwd"]
+        culled = time_render(big, cam, T, repeats=repeats)["fwd"]
+        chunked = time_render(chunks, cam, T, repeats=repeats)["fwd"]
+        print(f"  growth, far plane {far_m:g} m: {n} surfels {base * 1e3:.1f} ms; {factor}x street ({factor * n} "
+              f"surfels): without culling {plain * 1e3:.1f} ms ({plain / base:.2f}x), view culling "
+              f"{culled * 1e3:.1f} ms ({culled / base:.2f}x), {len(chunks)} chunks {chunked * 1e3:.1f} ms "
+              f"({chunked / base:.2f}x)")
+
+
+def report_peer(n: int, width: int, height: int, repeats: int) -> None:
+    """gssim's native backend against gssim's peer, gsplat's 2DGS torch path, on one input."""
+    from gssim.bench.gsplat_peer import time_gsplat_2dgs
+    surfels = street_surfels(n, seed=0)
+    cam = _camera("pinhole", width, max(1, height))
+    T = street_camera_pose()
+    ours = time_render(surfels, cam, T, repeats=repeats, backward=True)
+    peer = time_gsplat_2dgs(surfels, cam, T, repeats=max(1, repeats // 2), budget_s=120.0)
+    print(f"  peer: gsplat 1.5.3 2DGS torch path on the CPU ({cam.cols}x{cam.rows}, {n} surfels): forward "
+          f"{peer['fwd'] * 1e3:.1f} ms, backward {peer['bwd'] * 1e3:.1f} ms; gssim native forward "
+          f"{ours['fwd'] * 1e3:.2f} ms, backward {ours['bwd'] * 1e3:.2f} ms -> gssim / gsplat = "
+          f"{peer['fwd'] / ours['fwd']:.0f}x forward, {peer['bwd'] / ours['bwd']:.0f}x backward")

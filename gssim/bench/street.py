@@ -115,3 +115,16 @@ def street_camera_pose(x: float = 0.0, height: float = 1.6) -> Tensor:
     T[:3, :3] = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]], dtype=torch.float64)
     T[:3, 3] = torch.tensor([x, 0.0, height], dtype=torch.float64)
     return T
+
+
+def long_street(copies: int, n_per_copy: int = 100_000, seed: int = 0, channels: int = 3) -> Surfels:
+    """The street ``copies`` times as long (same density), laid end to end around x = 0:
+    copy i is the street of seed + i shifted by (i - copies // 2) street lengths."""
+    if copies < 1:
+        raise ValueError(f"long_street: copies must be >= 1, got {copies}")
+    parts = []
+    for i in range(copies):
+        s = street_surfels(n_per_copy, seed=seed + i, channels=channels)
+        shift = torch.tensor([(i - copies // 2) * STREET_LENGTH, 0.0, 0.0])
+        parts.append(Surfels(s.means + shift, s.quats, s.scales, s.opacities, s.features))
+    return Surfels.cat(parts)

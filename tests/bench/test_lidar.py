@@ -14,7 +14,7 @@ from gssim.render import native
 def test_bench_lidar_runs_on_a_tiny_scene():
     lines = []
     res = bench.run(n_surfels=3000, seed=1, sweeps=("32x1024",), repeats=1, ref_shape=(4, 32), ref_surfels=200,
-                    open3d=True, backward=True, report=lines.append)
+                    open3d=True, backward=True, moving=False, growth=0, report=lines.append)
     row = res["sweeps"]["32x1024"]
     assert row["forward"].rays == 32 * 1024 and row["forward"].mrays > 0 and row["backward"].mrays > 0
     assert row["open3d"].mrays > 0 and res["reference"]["forward"].rays == 4 * 32
@@ -34,3 +34,13 @@ def test_bench_lidar_runs_on_a_tiny_scene():
     assert ns.ref_shape == (4, 8) and ns.func is bench.main
     with pytest.raises(SystemExit, match="unknown sweep"):
         bench.main(parser.parse_args(["lidar", "--sweeps", "7x7"]))
+
+
+@pytest.mark.skipif(not native.available(), reason="native extension not built")
+def test_bench_lidar_moving_sweep_and_growth():
+    lines = []
+    res = bench.run(n_surfels=2000, seed=1, sweeps=("32x1024",), repeats=1, ref_shape=(4, 32), ref_surfels=100,
+                    open3d=False, backward=False, moving=True, growth=3, report=lines.append)
+    assert res["moving"].rays == 32 * 1024 and res["moving"].mrays > 0
+    assert set(res["growth"]) == {"base", "plain", "culled", "chunked"}
+    assert any("while driving" in line for line in lines) and any("growth" in line for line in lines)

@@ -25,7 +25,8 @@ def test_bench_render_prints_every_line(capsys):
     parser = argparse.ArgumentParser()
     bench.add_parser(parser.add_subparsers(dest="bench"))
     args = parser.parse_args(["render", "--surfels", "2000", "--width", "64", "--height", "36", "--repeats", "1",
-                              "--ref-width", "16", "--ref-surfels", "300", "--models", "pinhole,fisheye"])
+                              "--ref-width", "16", "--ref-surfels", "300", "--models", "pinhole,fisheye",
+                              "--no-moving", "--growth", "0", "--train-size", ""])
     args.func(args)
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 + 2 * 4
@@ -36,3 +37,24 @@ def test_bench_render_prints_every_line(capsys):
 def test_peak_memory_of_a_small_render():
     base, peak = bench.peak_memory_forward(1000, 64, 36)
     assert 0 < base <= peak < 4.0
+
+
+def test_bench_render_moving_growth_and_training_step(capsys):
+    parser = argparse.ArgumentParser()
+    bench.add_parser(parser.add_subparsers(dest="bench"))
+    args = parser.parse_args(["render", "--surfels", "1500", "--width", "48", "--height", "27", "--repeats", "1",
+                              "--ref-width", "16", "--ref-surfels", "200", "--models", "pinhole", "--growth", "3",
+                              "--far", "60", "--train-size", "32x18"])
+    args.func(args)
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 + 4 + 1 + 2 + 1
+    assert out[5].lstrip().startswith("moving rolling shutter") and "moving / still" in out[5]
+    assert "growth, far plane inf m" in out[6] and "growth, far plane 60 m" in out[7] and "chunks" in out[7]
+    assert "training-sized step (32x18" in out[8]
+
+
+def test_time_render_backward_covers_every_surfel_tensor():
+    surfels = street_surfels(500, seed=2)
+    cam = bench._camera("pinhole", 24, 16)
+    r = bench.time_render(surfels, cam, bench.street_camera_pose(), repeats=1, backward=True)
+    assert r["fwd"] > 0 and r["bwd"] > 0 and r["pixels"] == 24 * 16
