@@ -1,0 +1,1 @@
+"""Scene editing: the Gaussian asset library, edit operations, labels."""
