@@ -8,7 +8,8 @@ that rests on the road), a LiDAR reflectivity per surfel in [0, 1], and where it
 A library is a folder; each asset is a sub-folder::
 
     <library>/<name>/asset.json          {"format": "gssim-asset", "version": 1, "name", "class",
-                                          "size", "contact", "source", "surfels": N, "channels": C}
+                                          "size", "contact", "source", "surfels": N, "channels": C,
+                                          "fit": {...} (optional: how well it matches its source)}
     <library>/<name>/surfels.safetensors means (N, 3), quats (N, 4), scales (N, 2),
                                           opacities (N,), colors (N, 3), reflectivity (N,)
     <library>/<name>/thumbnail.png
@@ -25,9 +26,11 @@ from pathlib import Path
 import numpy as np
 import safetensors.torch
 import torch
+from PIL import Image
 
 from gssim.core.surfels import Surfels
 from gssim.data.safe_files import check_name
+from gssim.edit.views import render_shaded
 
 Tensor = torch.Tensor
 
@@ -60,6 +63,7 @@ class Asset:
     colors: Tensor              # (N, 3) RGB in [0, 1]
     reflectivity: Tensor        # (N,) LiDAR reflectivity in [0, 1]
     source: str = ""            # how it was made ("procedural:sedan", "mesh:car.glb", "scene:out/s#car_3", ...)
+    fit: dict | None = None     # quality against its source (held-out PSNR before/after fitting, ...), if measured
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -97,9 +101,12 @@ class Asset:
         return {k: getattr(self, k).detach().contiguous() for k in _TENSOR_SHAPES}
 
     def meta(self) -> dict:
-        return {"format": ASSET_FORMAT, "version": ASSET_VERSION, "name": self.name, "class": self.cls,
+        meta = {"format": ASSET_FORMAT, "version": ASSET_VERSION, "name": self.name, "class": self.cls,
                 "size": [float(v) for v in self.size], "contact": [float(v) for v in self.contact],
                 "source": self.source, "surfels": len(self), "channels": 3}
+        if self.fit is not None:
+            meta["fit"] = self.fit
+        return meta
 
 
 def save_asset(asset: Asset, library: str | Path = DEFAULT_LIBRARY, overwrite: bool = False) -> Path:
@@ -146,7 +153,20 @@ def load_asset(name: str, library: str | Path = DEFAULT_LIBRARY) -> Asset:
     if missing:
         raise AssetError(f"asset {name}: {tensor_path}: missing tensors {missing}")
     return Asset(name=meta["name"], cls=str(meta["class"]), size=meta["size"], contact=meta["contact"],
-                 source=str(meta.get("source", "")), **{k: t[k] for k in _TENSOR_SHAPES})
+                 source=str(meta.get("source", "")), fit=meta.get("fit"), **{k: t[k] for k in _TENSOR_SHAPES})
+
+
+def asset_radius(asset: Asset) -> float:
+    """Radius of the sphere around the box centre that holds the asset's box."""
+    return float(np.linalg.norm(asset.size) / 2)
+
+
+def write_thumbnail(asset: Asset, library: str | Path = DEFAULT_LIBRARY, size: int = 128) -> Path:
+    """Render the asset from the front-left 3/4 view (shaded) into ``<library>/<name>/thumbnail.png``."""
+    path = Path(library) / check_name(asset.name, "asset name") / THUMBNAIL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(render_shaded(asset.surfels(), asset_radius(asset), size)).save(path)
+    return path
 
 
 def list_assets(library: str | Path = DEFAULT_LIBRARY) -> list[str]:
