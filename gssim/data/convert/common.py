@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gssim.data.poses import PoseTrack
@@ -55,6 +56,21 @@ def source_dir(dataset: str, root: str | os.PathLike, rel: str, what: str = "fol
     if not path.is_dir():
         raise ConvertError(dataset, str(rel), f"missing {what} (looked in {root})")
     return path
+
+
+def read_image(dataset: str, path: Path, rel: str, width: int, height: int, calibration: str = "the calibration",
+               field: str | None = None) -> np.ndarray:
+    """(H, W, 3) uint8 pixels of a source image; a ConvertError naming it when it does not
+    decode or its size is not the calibrated ``width`` x ``height``."""
+    try:
+        with Image.open(path) as im:
+            img = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ConvertError(dataset, rel, f"cannot read the image: {exc}") from None
+    if img.shape[:2] != (height, width):
+        raise ConvertError(dataset, rel, f"image is {img.shape[1]}x{img.shape[0]}, {calibration} says "
+                                         f"{width}x{height}", field)
+    return img
 
 
 def require(dataset: str, file: str, record: dict, key: str, where: str = ""):

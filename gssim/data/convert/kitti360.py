@@ -135,11 +135,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from gssim.data.convert.common import (ConvertError, beams_from_elevation, elevations_deg, lidar_points,
                                        map_class, motion_compensate, pose_matrix, progress_bar, sensor_track,
-                                       source_dir, source_file)
+                                       read_image, source_dir, source_file)
 from gssim.data.poses import PoseTrack
 from gssim.data.writer import LogWriter
 from gssim.sensors.camera import FisheyeCamera, PinholeCamera
@@ -983,15 +982,7 @@ def _check_cam0_to_world(root: Path, seq: str, poses: dict[int, np.ndarray], T_i
 
 
 def _read_image(path: Path, rel: str, sensor) -> np.ndarray:
-    try:
-        with Image.open(path) as im:
-            img = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ConvertError(DATASET, rel, f"cannot read the image: {exc}") from None
-    if img.shape[:2] != (sensor.height, sensor.width):
-        raise ConvertError(DATASET, rel, f"image is {img.shape[1]}x{img.shape[0]}, the calibration says "
-                                         f"{sensor.width}x{sensor.height}")
-    return img
+    return read_image(DATASET, path, rel, sensor.width, sensor.height)
 
 
 def _lidar_frame(raw: np.ndarray, t: float, ego: PoseTrack, T_ego_lidar: np.ndarray, vo: float,

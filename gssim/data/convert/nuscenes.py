@@ -94,7 +94,7 @@ from PIL import Image
 
 from gssim.data.convert.common import (ConvertError, estimate_beam_elevations, lidar_points, map_class,
                                        motion_compensate, pose_matrix, progress_bar, quat_wxyz_to_rotmat,
-                                       require, sensor_track, source_dir, source_file)
+                                       read_image, require, sensor_track, source_dir, source_file)
 from gssim.data.poses import PoseTrack
 from gssim.data.writer import LogWriter
 from gssim.sensors import PinholeCamera, SpinningLidar
@@ -609,13 +609,5 @@ def _lidar_frame(pts: np.ndarray, tm: SweepTiming, seam: float, ordered: bool, t
 
 
 def _image(root: Path, rel: str, cam: PinholeCamera) -> np.ndarray:
-    path = source_file(DATASET, root, rel, "camera image")
-    try:
-        with Image.open(path) as im:
-            img = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ConvertError(DATASET, rel, f"cannot read the image: {exc}") from None
-    if img.shape[:2] != (cam.height, cam.width):
-        raise ConvertError(DATASET, rel, f"image is {img.shape[1]}x{img.shape[0]}, sample_data says "
-                                         f"{cam.width}x{cam.height}", "width/height")
-    return img
+    return read_image(DATASET, source_file(DATASET, root, rel, "camera image"), rel, cam.width, cam.height,
+                      "sample_data", "width/height")
