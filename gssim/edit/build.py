@@ -10,12 +10,11 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from gssim.edit.assets import DEFAULT_LIBRARY, Asset, save_asset, write_thumbnail
-from gssim.edit.meshes import RECIPES_FILE, MaterialMesh, load_recipes
-from gssim.edit.surfelize import FitConfig, surfelize
+from gssim.edit.meshes import RECIPES_FILE, load_recipes
+from gssim.edit.surfelize import FitConfig, asset_from_mesh
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +24,6 @@ class BuiltAsset:
     asset: Asset
     folder: Path
     seconds: float
-
-
-def asset_from_mesh(name: str, cls: str, mesh: MaterialMesh, source: str, cfg: FitConfig,
-                    progress=None) -> Asset:
-    """An asset of a mesh in the object frame (x forward, y left, z up): centred on its
-    bounding box, sized by it, resting on its bottom centre; surfels sampled and fitted."""
-    lo, hi = mesh.bounds
-    mesh = mesh.centred()
-    fit = surfelize(mesh, cfg, progress)
-    size = hi - lo
-    return Asset(name=name, cls=cls, size=size, contact=np.array([0.0, 0.0, -size[2] / 2]), source=source,
-                 fit=fit.report(), **fit.tensors)
 
 
 def build_library(library: str | Path = DEFAULT_LIBRARY, only: list[str] | None = None,

@@ -26,6 +26,7 @@ from scipy.spatial import cKDTree
 
 import gssim
 from gssim.core.surfels import Surfels
+from gssim.edit.assets import Asset
 from gssim.edit.meshes import MaterialMesh
 from gssim.edit.views import framing_camera, framing_lidar, look_at, orbit_eye
 from gssim.recon.fields import normal_to_quat
@@ -314,3 +315,14 @@ def surfelize(mesh: MaterialMesh, cfg: FitConfig | None = None, progress=None) -
     after = evaluate(fitted, views["test_cameras"], views["test_lidars"]) if cfg.steps > 0 else before
     return MeshFit(fitted, before, after, cfg.steps)
 
+
+def asset_from_mesh(name: str, cls: str, mesh: MaterialMesh, source: str, cfg: FitConfig,
+                    progress=None) -> Asset:
+    """An asset of a mesh in the object frame (x forward, y left, z up): centred on its
+    bounding box, sized by it, resting on its bottom centre; surfels sampled and fitted."""
+    lo, hi = mesh.bounds
+    mesh = mesh.centred()
+    fit = surfelize(mesh, cfg, progress)
+    size = np.maximum(hi - lo, 1e-3)   # a flat mesh still has a (thin) box
+    return Asset(name=name, cls=cls, size=size, contact=np.array([0.0, 0.0, -size[2] / 2]), source=source,
+                 fit=fit.report(), **fit.tensors)
