@@ -300,16 +300,18 @@ def parse_trajectory(traj, where: str, time_range: tuple[float, float]) -> tuple
 
 def snap_track(ground: Ground, times: np.ndarray, poses: np.ndarray, size, contact, where: str,
                name: str) -> tuple[PoseTrack, list[float]]:
-    """The track with every pose's height set so the contact point rests on the road."""
+    """The track with every pose's height set so the contact point rests on the road, and
+    the [lowest, highest] road height found under it."""
     poses = poses.copy()
+    zs = []
     for k, T in enumerate(poses):
         z = ground.height(T, size, contact)
         if z is None:
             raise EditError(f"{where}: at t={times[k]:.3f} the object at (x={T[0, 3]:.2f}, y={T[1, 3]:.2f}) is off "
                             f"the scene's extent (no road surface of the background under its footprint)")
         poses[k, 2, 3] += z - (T[:3, :3] @ np.asarray(contact) + T[:3, 3])[2]
-    zs = poses[:, 2, 3]
-    return PoseTrack(times, poses, name=name), [float(zs.min()), float(zs.max())]
+        zs.append(z)
+    return PoseTrack(times, poses, name=name), [float(min(zs)), float(max(zs))]
 
 
 # ------------------------------------------------------------------ assets as nodes
