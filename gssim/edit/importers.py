@@ -209,6 +209,10 @@ def import_splat_ply(path, cls: str, name: str | None = None, up: str | None = N
 def import_file(path, cls: str, **kwargs) -> Asset:
     """A splat PLY or a mesh file (see ``import_splat_ply`` and ``import_mesh``)."""
     path = Path(path)
+    check_class(cls)
+    up, forward = kwargs.get("up"), kwargs.get("forward")
+    if up is not None and forward is not None:
+        axis_rotation(up, forward)   # stated axes are checked before the file is read
     if not path.is_file():
         raise AssetError(f"{path}: no such file")
     try:

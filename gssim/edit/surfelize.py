@@ -6,8 +6,9 @@
    normal), sized from the local spacing, coloured by its face, with its face's
    reflectivity.
 2. ``ground_truth``: cameras and flash LiDARs on orbits around the object; the mesh is
-   ray-cast (open3d) for flat-shaded colour (the face colour: the albedo), coverage and
-   range.
+   ray-cast (open3d) for flat-shaded colour (the face colour: the albedo) and coverage,
+   supersampled 3 x 3 per pixel so edges are anti-aliased as the surfels render them,
+   and for LiDAR range (one ray per cell).
 3. ``fit_surfels``: Adam on colours, opacities, scales and small offsets of the means
    through ``gssim.render`` (cpu backend): L1 colour + alpha on the camera views, range
    + alpha on the LiDAR views.  ``evaluate`` measures held-out views (PSNR over a grey
@@ -35,6 +36,7 @@ Tensor = torch.Tensor
 log = logging.getLogger(__name__)
 
 EVAL_BACKGROUND = 0.5   # grey under held-out images for PSNR
+SUPERSAMPLE = 3         # ground-truth camera rays per pixel side
 
 
 @dataclass
@@ -71,7 +73,7 @@ class SampledSurfels:
 @dataclass
 class View:
     """A sensor at a pose with the mesh's ray-cast ground truth.  Cameras: rgb (H, W, 3)
-    flat face colour (0 on a miss), mask (H, W).  LiDARs: range (B, A) along the ray (0 on
+    premultiplied flat face colour, mask (H, W) covered fraction.  LiDARs: range (B, A) along the ray (0 on
     a miss), mask (B, A)."""
 
     kind: str
@@ -164,19 +166,33 @@ def sample_surfels(mesh: MaterialMesh, n: int, seed: int = 0, oversample: int = 
     return SampledSurfels(points, normals, spacing, mesh.face_colors[face], mesh.face_reflectivity[face])
 
 
-def _view(kind: str, sensor, T: np.ndarray, rc: MeshRaycaster) -> View:
+def _cast_grid(sensor, T: np.ndarray, rc: MeshRaycaster) -> tuple[np.ndarray, np.ndarray]:
+    """Hit distance and face of every ray of a sensor at a pose, in its grid shape."""
     dirs_s = sensor.ray_directions().double().numpy()
-    shape = dirs_s.shape[:2]
     dirs = dirs_s.reshape(-1, 3) @ T[:3, :3].T
     t, face = rc.cast(np.broadcast_to(T[:3, 3], dirs.shape), dirs)
+    return t.reshape(dirs_s.shape[:2]), face.reshape(dirs_s.shape[:2])
+
+
+def camera_view(size: int, T: np.ndarray, rc: MeshRaycaster) -> View:
+    """A camera view whose ground truth is supersampled (SUPERSAMPLE^2 rays per pixel):
+    rgb is the mean of colour x hit, mask the covered fraction (anti-aliased edges)."""
+    k = SUPERSAMPLE
+    _, face = _cast_grid(framing_camera(size * k), T, rc)
     hit = face >= 0
-    mask = torch.from_numpy(hit.reshape(shape).astype(np.float32))
-    if kind == "camera":
-        rgb = np.zeros((len(face), 3))
-        rgb[hit] = rc.mesh.face_colors[face[hit]]
-        return View(kind, sensor, T, mask, rgb=torch.from_numpy(rgb.reshape(*shape, 3).astype(np.float32)))
-    rng = np.where(hit, t, 0.0)
-    return View(kind, sensor, T, mask, range=torch.from_numpy(rng.reshape(shape).astype(np.float32)))
+    rgb = np.zeros((*face.shape, 3))
+    rgb[hit] = rc.mesh.face_colors[face[hit]]
+    pool = lambda a: a.reshape(size, k, size, k, *a.shape[2:]).mean((1, 3))  # noqa: E731
+    return View("camera", framing_camera(size), T, torch.from_numpy(pool(hit.astype(np.float64))).float(),
+                rgb=torch.from_numpy(pool(rgb)).float())
+
+
+def lidar_view(sensor, T: np.ndarray, rc: MeshRaycaster) -> View:
+    """A LiDAR view: one ray per cell, range along it (0 on a miss), hit mask."""
+    t, face = _cast_grid(sensor, T, rc)
+    hit = face >= 0
+    return View("lidar", sensor, T, torch.from_numpy(hit.astype(np.float32)),
+                range=torch.from_numpy(np.where(hit, t, 0.0).astype(np.float32)))
 
 
 def ground_truth(mesh: MaterialMesh, cfg: FitConfig) -> dict[str, list[View]]:
@@ -185,18 +201,17 @@ def ground_truth(mesh: MaterialMesh, cfg: FitConfig) -> dict[str, list[View]]:
     elevations between the training ones) and "test_lidars" (4)."""
     rc = MeshRaycaster(mesh)
     radius = bounding_radius(mesh)
-    cam = framing_camera(cfg.image)
     lidar_dist = float(np.linalg.norm(orbit_eye(radius, 0, 0)))
     lidar = framing_lidar(radius, lidar_dist, cfg.lidar_cells)
 
-    def ring(kind, sensor, elevations, azimuths):
-        return [_view(kind, sensor, look_at(orbit_eye(radius, az, el), np.zeros(3), kind), rc)
-                for el in elevations for az in azimuths]
+    def ring(kind, elevations, azimuths):
+        poses = [look_at(orbit_eye(radius, az, el), np.zeros(3), kind) for el in elevations for az in azimuths]
+        return [camera_view(cfg.image, T, rc) if kind == "camera" else lidar_view(lidar, T, rc) for T in poses]
 
-    return {"train_cameras": ring("camera", cam, (8.0, 32.0), np.arange(0, 360, 30.0)),
-            "train_lidars": ring("lidar", lidar, (10.0,), np.arange(0, 360, 45.0)),
-            "test_cameras": ring("camera", cam, (20.0, 50.0), np.arange(15, 360, 90.0)),
-            "test_lidars": ring("lidar", lidar, (18.0,), np.arange(22.5, 360, 90.0))}
+    return {"train_cameras": ring("camera", (8.0, 32.0), np.arange(0, 360, 30.0)),
+            "train_lidars": ring("lidar", (10.0,), np.arange(0, 360, 45.0)),
+            "test_cameras": ring("camera", (20.0, 50.0), np.arange(15, 360, 90.0)),
+            "test_lidars": ring("lidar", (18.0,), np.arange(22.5, 360, 90.0))}
 
 
 def initial_tensors(s: SampledSurfels) -> dict[str, Tensor]:
