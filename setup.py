@@ -48,8 +48,10 @@ setup(
         # Dataset converters (`gssim convert`): nuScenes through its devkit (which needs
         # numpy < 2, hence the pyarrow and plyfile releases that still support numpy 1.x).
         "datasets": ["nuscenes-devkit==1.2.0", "pyarrow==19.0.1", "pandas==3.0.6"],
+        # `gssim bench render` peer: gsplat's 2DGS torch path on the CPU (its CUDA ops are never built).
+        "bench": ["gsplat==1.5.3"],
         "test": ["pytest>=8", "scikit-image>=0.22", "plyfile==1.0.3", "nuscenes-devkit==1.2.0", "pyarrow==19.0.1",
-                 "pandas==3.0.6"],
+                 "pandas==3.0.6", "gsplat==1.5.3"],
     },
     entry_points={"console_scripts": ["gssim=gssim.cli:main"]},
     ext_modules=[ext],
