@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 EVAL_BACKGROUND = 0.5   # grey under held-out images for PSNR
 SUPERSAMPLE = 3         # ground-truth camera rays per pixel side
+INIT_SCALE = 0.7        # initial surfel scale in units of the local spacing (overlapping, hole-free discs)
 
 
 @dataclass
@@ -55,6 +56,7 @@ class FitConfig:
     max_offset: float = 0.5        # offsets stay within this fraction of the local spacing
     alpha_weight: float = 0.5
     range_weight: float = 1.0
+    opaque_weight: float = 0.02    # pull opacities towards 1 (mesh surfaces are opaque; no holes up close)
     seed: int = 0
 
 
@@ -198,19 +200,22 @@ def lidar_view(sensor, T: np.ndarray, rc: MeshRaycaster) -> View:
 def ground_truth(mesh: MaterialMesh, cfg: FitConfig) -> dict[str, list[View]]:
     """Ray-cast views of a centred mesh: "train_cameras" (2 rings of 12), "train_lidars"
     (a ring of 8 at a low elevation), and held-out "test_cameras" (8, at azimuths and
-    elevations between the training ones) and "test_lidars" (4)."""
+    elevations between the training ones), "test_cameras_2x" (the same at twice the
+    resolution) and "test_lidars" (4)."""
     rc = MeshRaycaster(mesh)
     radius = bounding_radius(mesh)
     lidar_dist = float(np.linalg.norm(orbit_eye(radius, 0, 0)))
     lidar = framing_lidar(radius, lidar_dist, cfg.lidar_cells)
 
-    def ring(kind, elevations, azimuths):
+    def ring(kind, elevations, azimuths, image=cfg.image):
         poses = [look_at(orbit_eye(radius, az, el), np.zeros(3), kind) for el in elevations for az in azimuths]
-        return [camera_view(cfg.image, T, rc) if kind == "camera" else lidar_view(lidar, T, rc) for T in poses]
+        return [camera_view(image, T, rc) if kind == "camera" else lidar_view(lidar, T, rc) for T in poses]
 
+    held_out = ((20.0, 50.0), np.arange(15, 360, 90.0))
     return {"train_cameras": ring("camera", (8.0, 32.0), np.arange(0, 360, 30.0)),
             "train_lidars": ring("lidar", (10.0,), np.arange(0, 360, 45.0)),
-            "test_cameras": ring("camera", (20.0, 50.0), np.arange(15, 360, 90.0)),
+            "test_cameras": ring("camera", *held_out),
+            "test_cameras_2x": ring("camera", *held_out, image=2 * cfg.image),
             "test_lidars": ring("lidar", (18.0,), np.arange(22.5, 360, 90.0))}
 
 
@@ -219,7 +224,7 @@ def initial_tensors(s: SampledSurfels) -> dict[str, Tensor]:
     f32 = lambda a: torch.from_numpy(np.ascontiguousarray(a, np.float32))  # noqa: E731
     n = len(s.means)
     return {"means": f32(s.means), "quats": normal_to_quat(f32(s.normals)),
-            "scales": f32(np.repeat(0.5 * s.spacing[:, None], 2, 1)), "opacities": torch.full((n,), 0.9),
+            "scales": f32(np.repeat(INIT_SCALE * s.spacing[:, None], 2, 1)), "opacities": torch.full((n,), 0.9),
             "colors": f32(s.colors), "reflectivity": f32(s.reflectivity)}
 
 
@@ -246,26 +251,34 @@ def psnr(a: Tensor, b: Tensor) -> float:
     return 10 * math.log10(1.0 / max(mse, 1e-10))
 
 
-def evaluate(t: dict[str, Tensor], cameras: list[View], lidars: list[View]) -> dict[str, float]:
-    """Held-out quality: mean PSNR (dB) over a grey background, median |range error| (m)
-    on rays that hit both the mesh and the surfels (alpha > 0.5), and the coverage IoU."""
+def evaluate(t: dict[str, Tensor], views: dict[str, list[View]]) -> dict[str, float]:
+    """Held-out quality: mean PSNR (dB, over a grey background) of "test_cameras" and of
+    "test_cameras_2x" (twice the resolution: holes between surfels show there), median
+    |range error| (m) of "test_lidars" on rays that hit both the mesh and the surfels
+    (alpha > 0.5), and the coverage IoU of those rays."""
     bg = EVAL_BACKGROUND
+    result = {}
     with torch.no_grad():
-        values = []
-        for v in cameras:
-            out = _render_view(t, v)
-            img = out.color + (1 - out.alpha)[..., None] * bg
-            values.append(psnr(img, v.rgb + (1 - v.mask)[..., None] * bg))
+        for key, out_key in (("test_cameras", "psnr"), ("test_cameras_2x", "psnr_2x")):
+            values = []
+            for v in views.get(key, []):
+                out = _render_view(t, v)
+                img = out.color + (1 - out.alpha)[..., None] * bg
+                values.append(psnr(img, v.rgb + (1 - v.mask)[..., None] * bg))
+            if values:
+                result[out_key] = float(np.mean(values))
         errors, inter, union = [], 0, 0
-        for v in lidars:
+        for v in views.get("test_lidars", []):
             out = _render_view(t, v)
             hit, gt = out.alpha > 0.5, v.mask > 0
             errors.append((out.median_range - v.range).abs()[hit & gt])
             inter += int((hit & gt).sum())
             union += int((hit | gt).sum())
-    err = torch.cat(errors)
-    return {"psnr": float(np.mean(values)), "range_error_m": float(err.median()) if len(err) else float("inf"),
-            "coverage_iou": inter / max(union, 1)}
+    if errors:
+        err = torch.cat(errors)
+        result["range_error_m"] = float(err.median()) if len(err) else float("inf")
+        result["coverage_iou"] = inter / max(union, 1)
+    return result
 
 
 def fit_surfels(init: dict[str, Tensor], spacing: np.ndarray, views: dict[str, list[View]], cfg: FitConfig,
@@ -296,6 +309,7 @@ def fit_surfels(init: dict[str, Tensor], spacing: np.ndarray, views: dict[str, l
         picks = rng.choice(len(cams), size=min(cfg.cameras_per_step, len(cams)), replace=False)
         loss = sum(view_loss(t, cams[i], cfg, scale) for i in picks) / len(picks)
         loss = loss + view_loss(t, lidars[step % len(lidars)], cfg, scale)
+        loss = loss + cfg.opaque_weight * (1 - t["opacities"]).mean()
         loss.backward()
         opt.step()
         if progress is not None:
@@ -325,9 +339,9 @@ def surfelize(mesh: MaterialMesh, cfg: FitConfig | None = None, progress=None) -
     sampled = sample_surfels(mesh, cfg.surfels, cfg.seed)
     init = initial_tensors(sampled)
     views = ground_truth(mesh, cfg)
-    before = evaluate(init, views["test_cameras"], views["test_lidars"])
+    before = evaluate(init, views)
     fitted = fit_surfels(init, sampled.spacing, views, cfg, progress) if cfg.steps > 0 else init
-    after = evaluate(fitted, views["test_cameras"], views["test_lidars"]) if cfg.steps > 0 else before
+    after = evaluate(fitted, views) if cfg.steps > 0 else before
     return MeshFit(fitted, before, after, cfg.steps)
 
 

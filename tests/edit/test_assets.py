@@ -15,7 +15,7 @@ from gssim.data.convert.common import CLASSES
 from gssim.edit.assets import Asset, AssetError, list_assets, load_asset, save_asset, write_thumbnail
 from gssim.edit.build import build_library
 from gssim.edit.importers import SH_C0, detect_axes, extract_actor, import_file
-from gssim.edit.meshes import MaterialMesh, RecipeError, load_recipes, recipe_mesh
+from gssim.edit.meshes import RecipeError, load_recipes, recipe_mesh
 from gssim.edit.surfelize import FitConfig, MeshRaycaster, asset_from_mesh, evaluate, ground_truth, \
     initial_tensors, sample_surfels
 from gssim.edit.views import look_at
@@ -52,14 +52,14 @@ def test_built_asset_renders_like_its_mesh_and_beats_unfitted_and_misoriented(ba
     mesh, asset = barrier
     # Views the fit never saw (other azimuths and elevations than the training rings).
     views = ground_truth(mesh, SMALL)
-    held_out = views["test_cameras"]
-    fitted = evaluate(_tensors(asset), held_out, views["test_lidars"])
-    unfitted = evaluate(initial_tensors(sample_surfels(mesh, SMALL.surfels, SMALL.seed)), held_out,
-                        views["test_lidars"])
-    turned = evaluate(_yawed(_tensors(asset), 90.0), held_out, views["test_lidars"])
-    flipped = evaluate(_yawed(_tensors(asset), 180.0), held_out, views["test_lidars"])
-    assert fitted["psnr"] > 26.0, fitted
-    assert unfitted["psnr"] < 26.0 and turned["psnr"] < 20.0 and flipped["psnr"] < 26.0, (unfitted, turned, flipped)
+    fitted = evaluate(_tensors(asset), views)
+    unfitted = evaluate(initial_tensors(sample_surfels(mesh, SMALL.surfels, SMALL.seed)), views)
+    turned = evaluate(_yawed(_tensors(asset), 90.0), views)
+    flipped = evaluate(_yawed(_tensors(asset), 180.0), views)
+    # Fitted about 27 / 29 dB, unfitted 23 / 25, turned or flipped about 16.
+    assert fitted["psnr"] > 25.0 and fitted["psnr_2x"] > 27.0, fitted
+    assert unfitted["psnr"] < 25.0 and unfitted["psnr_2x"] < 27.0, unfitted
+    assert turned["psnr"] < 20.0 and flipped["psnr"] < 20.0, (turned, flipped)
     assert fitted["range_error_m"] < 0.03 and fitted["coverage_iou"] > 0.8, fitted
     assert asset.fit["after"]["psnr"] > asset.fit["before"]["psnr"]
 
