@@ -3,14 +3,14 @@
 On a scene reconstructed from a synthetic log (``gssim synth``), take an actor of the
 generator's world, make an asset from its ground-truth mesh (surfels sampled on the
 triangles, coloured with the generator's albedo lit by its sun and sky without cast
-shadows, LiDAR reflectivity from its materials), and ``replace`` the reconstructed actor
+shadows other than its own, LiDAR reflectivity from its materials), and ``replace`` the reconstructed actor
 with it (same x, y and heading; height snapped to the reconstructed road; soft shadow
 added).  Then compare, on frames where the object is in view:
 
 - camera PSNR inside the object's mask (ground-truth object ids of the ray-cast world
-  with the object): the edited render vs the ground-truth image; also for the
-  reconstruction itself (the actor as trained) and with the actor removed (the world
-  without it), for scale;
+  with the object): the edited render vs the ground-truth image; also with the asset
+  lit by the scene's shadows at its place (what relighting would have to give), for the
+  reconstruction itself (the actor as trained) and with the actor removed, for scale;
 - camera PSNR in the object's cast-shadow region (pixels where the ground truth with and
   without the object differ, off the object), edited with and without our shadow;
 - LiDAR range error on the rays whose ground-truth return is the object: median and
@@ -51,11 +51,15 @@ def _world_of(source_log: Path):
     return cfg, build_world(cfg, track_times=np.arange(tr.frames + 1) / tr.fps)
 
 
-def asset_from_actor(world, actor, light, spacing: float = 0.06, seed: int = 0) -> Asset:
+def asset_from_actor(world, actor, light, shadows: str = "self", spacing: float = 0.06, seed: int = 0,
+                     name: str | None = None) -> Asset:
     """An asset of a generator actor's mesh: area-weighted surfel samples, lit colours
-    (sun and sky of ``light``, the actor's orientation at its first pose, no cast
-    shadows) and material reflectivity."""
+    (sun and sky of ``light``, the actor's orientation at its first pose) and material
+    reflectivity.  shadows: "self" (only the object shades itself: a placeable asset) or
+    "scene" (also the world's shadows at its place: what relighting would have to give)."""
     from gssim.synth.materials import evaluate
+    from gssim.synth.raycast import RayCaster
+    from gssim.synth.world import World
 
     v, f = actor.vertices, actor.faces
     tri = v[f]
@@ -72,10 +76,18 @@ def asset_from_actor(world, actor, light, spacing: float = 0.06, seed: int = 0) 
     nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
     params = world.params.take(np.full(n, actor.object_id))
     albedo, refl = evaluate(actor.material[face], pts, nrm, params)
-    R = actor.track.poses[0][:3, :3]
-    rgb = light.shade(albedo, nrm @ R.T, np.ones(n, bool))
+    T = actor.track.poses[0]
+    n_world = nrm @ T[:3, :3].T
+    if shadows == "self":
+        world = World(np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32),
+                      world.params, world.object_names, [actor], world.layout)
+    origins = (pts + 2e-3 * nrm) @ T[:3, :3].T + T[:3, 3]
+    sun = np.broadcast_to(light.sun_dir, origins.shape)
+    lit = (n_world @ light.sun_dir > 0) & ~RayCaster(world).occluded(origins, sun, np.array([actor.track.t_start]),
+                                                                      np.zeros(n, np.int64))
+    rgb = light.shade(albedo, n_world, lit)
     s = math.sqrt(area.sum() / n)
-    return Asset(name=f"gt_{actor.id}", cls=actor.cls, size=actor.size, contact=(0, 0, -actor.size[2] / 2),
+    return Asset(name=name or f"gt_{actor.id}", cls=actor.cls, size=actor.size, contact=(0, 0, -actor.size[2] / 2),
                  means=torch.as_tensor(pts, dtype=torch.float32),
                  quats=normal_to_quat(torch.as_tensor(nrm, dtype=torch.float32)),
                  scales=torch.full((n, 2), 0.8 * s), opacities=torch.full((n,), 0.95),
@@ -121,9 +133,11 @@ def measure_insert(scene: Scene, actor_id: str, frames: list[int] | None = None,
     cast_with, cast_without = RayCaster(world), RayCaster(without)
     with tempfile.TemporaryDirectory() as lib:
         save_asset(asset_from_actor(world, actor, light), lib)
+        save_asset(asset_from_actor(world, actor, light, "scene", name=f"gt_{actor_id}_scene_lit"), lib)
         edit = {"op": "replace", "actor": actor_id, "asset": f"gt_{actor_id}"}
         edited = apply_edits(scene, [edit], lib)
         edited_flat = apply_edits(scene, [{**edit, "shadow": False}], lib)
+        edited_lit = apply_edits(scene, [{**edit, "asset": f"gt_{actor_id}_scene_lit"}], lib)
     removed = apply_edits(scene, [{"op": "remove", "actor": actor_id}])
     cams = [s for s, spec in scene.sensors.items() if spec.type == "camera"]
     lidars = [s for s, spec in scene.sensors.items() if spec.type == "lidar"]
@@ -144,9 +158,12 @@ def measure_insert(scene: Scene, actor_id: str, frames: list[int] | None = None,
             truth = torch.as_tensor(gt.rgb)
             shadow = torch.as_tensor(np.abs(gt.rgb - gt0.rgb).max(-1) > 0.02) & ~mask
             r = {s: sc.render(t, sensors=[sid], backend=backend)[sid].color.clamp(0, 1)
-                 for s, sc in (("edited", edited), ("flat", edited_flat), ("recon", scene), ("removed", removed))}
+                 for s, sc in (("edited", edited), ("flat", edited_flat), ("lit", edited_lit), ("recon", scene),
+                               ("removed", removed))}
             rows.append({"frame": i, "sensor": sid, "pixels": int(mask.sum()), "shadow_pixels": int(shadow.sum()),
-                         "psnr_edited": _psnr(r["edited"], truth, mask), "psnr_recon": _psnr(r["recon"], truth, mask),
+                         "psnr_edited": _psnr(r["edited"], truth, mask),
+                         "psnr_edited_scene_lit": _psnr(r["lit"], truth, mask),
+                         "psnr_recon": _psnr(r["recon"], truth, mask),
                          "psnr_removed": _psnr(r["removed"], truth, mask),
                          "psnr_shadow_edited": _psnr(r["edited"], truth, shadow),
                          "psnr_shadow_no_shadow": _psnr(r["flat"], truth, shadow)})
@@ -177,8 +194,9 @@ def measure_insert(scene: Scene, actor_id: str, frames: list[int] | None = None,
         "ground_z": edited.meta["edits"][-1]["ground_z"],
         "gt_box_bottom_z": float(actor.track.poses[0, 2, 3] - actor.size[2] / 2),
         "light": edited.meta["edits"][-1]["light"],
-        "camera": {k: _mean([r[k] for r in rows]) for k in ("psnr_edited", "psnr_recon", "psnr_removed",
-                                                             "psnr_shadow_edited", "psnr_shadow_no_shadow")},
+        "camera": {k: _mean([r[k] for r in rows]) for k in ("psnr_edited", "psnr_edited_scene_lit", "psnr_recon",
+                                                             "psnr_removed", "psnr_shadow_edited",
+                                                             "psnr_shadow_no_shadow")},
         "lidar": {"rays_on_object": n_rays, "returned": n_ret,
                   "median_abs_range_error_m": float(np.median(errs)) if errs else None,
                   "mean_abs_range_error_m": float(np.mean(errs)) if errs else None,

@@ -102,7 +102,8 @@ def main_check(args: argparse.Namespace) -> int:
         return "-" if v is None else f"{v:.3f}{unit}"
     print(f"{res['scene']}: {res['actor']} replaced by its ground-truth asset; frames {res['frames']}, "
           f"{res['views']} camera views")
-    print(f"  camera PSNR in the object mask: edited {f(cam['psnr_edited'], ' dB')}, reconstruction "
+    print(f"  camera PSNR in the object mask: edited {f(cam['psnr_edited'], ' dB')} (asset lit with the scene's "
+          f"shadows {f(cam['psnr_edited_scene_lit'], ' dB')}), reconstruction "
           f"{f(cam['psnr_recon'], ' dB')}, object removed {f(cam['psnr_removed'], ' dB')}")
     print(f"  camera PSNR in its cast shadow: with our shadow {f(cam['psnr_shadow_edited'], ' dB')}, without "
           f"{f(cam['psnr_shadow_no_shadow'], ' dB')}")

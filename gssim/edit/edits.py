@@ -20,7 +20,8 @@ Trajectories (world frame, metres, seconds, headings in degrees from +x towards 
 Every object placed by an edit (inserted, replaced, moved) is snapped to the road: at
 each track sample the height of the background's near-horizontal surfels under the
 object's footprint (opacity-weighted median, within [-3, +1] m of the ego's height
-nearest that place) is where the object's contact point goes.  ``replace`` keeps the
+nearest that place; the footprint grown by 1 then 2.5 m where the road under it was
+never seen, as under a parked car) is where the object's contact point goes.  ``replace`` keeps the
 actor's track (x, y, heading; the height is snapped again) and the asset's own size
 unless ``"fit": true``, which scales the asset uniformly to the actor box's length.
 ``move`` and ``retime`` change the track of an actor or an inserted asset.
@@ -67,6 +68,7 @@ OPS = ("insert", "remove", "replace", "move", "retime")
 PATH_DT = 0.05            # s, sampling of path trajectories
 HOLE_MARGIN = 0.3         # m added on every side of a vacated box
 GROUND_WINDOW = (-3.0, 1.0)
+FOOTPRINT_GROW = (0.0, 1.0, 2.5)   # m: the footprint, then wider rings when the road under it is unseen
 MASK_WEIGHT = 0.05        # a cell is in an edited region when that region's blending weight exceeds it
 
 
@@ -189,23 +191,29 @@ class Ground:
         self.lidar = torch.cat([p[2] for p in parts]).float()
         self.ego = scene.ego_track.poses[:, :3, 3]
 
-    def footprint(self, T: np.ndarray, size, contact) -> torch.Tensor:
-        """Indices of ground surfels under the footprint of a box of ``size`` whose contact
-        point (object frame) is at ``T`` applied to ``contact``, within the height window."""
+    def footprint(self, T: np.ndarray, size, contact, grow: float = 0.0) -> torch.Tensor:
+        """Indices of ground surfels under the footprint of a box of ``size`` (grown by
+        ``grow`` metres on every side) whose contact point (object frame) is at ``T``
+        applied to ``contact``, within the height window."""
         c = T[:3, :3] @ np.asarray(contact) + T[:3, 3]
         z_ref = self.ego[np.argmin(np.linalg.norm(self.ego[:, :2] - c[:2], axis=1)), 2]
         d = self.xyz[:, :2] - torch.as_tensor(c[:2])
         R2 = torch.as_tensor(T[:2, :2])
         local = d @ R2                     # object-frame x, y of each surfel relative to the contact point
-        half = torch.as_tensor(np.maximum(np.asarray(size[:2], np.float64) / 2, 0.5))
+        half = torch.as_tensor(np.maximum(np.asarray(size[:2], np.float64) / 2, 0.5) + grow)
         dz = self.xyz[:, 2] - z_ref
         ok = (local.abs() <= half).all(1) & (dz >= GROUND_WINDOW[0]) & (dz <= GROUND_WINDOW[1])
         return torch.nonzero(ok).squeeze(1)
 
     def height(self, T: np.ndarray, size, contact) -> float | None:
-        """Opacity-weighted median height of the road under the footprint, None if there is none."""
-        idx = self.footprint(T, size, contact)
-        if idx.numel() < 3:
+        """Opacity-weighted median height of the road under the footprint, None if there is
+        none.  Where the footprint itself holds too little road (under a parked car the
+        road was never seen), the footprint is grown by up to FOOTPRINT_GROW metres."""
+        for grow in FOOTPRINT_GROW:
+            idx = self.footprint(T, size, contact, grow)
+            if idx.numel() >= 3:
+                break
+        else:
             return None
         z, w = self.xyz[idx, 2], self.weight[idx]
         order = torch.argsort(z)
@@ -315,7 +323,7 @@ def snap_track(ground: Ground, times: np.ndarray, poses: np.ndarray, size, conta
 
 
 # ------------------------------------------------------------------ assets as nodes
-def fit_lidar_features(decoders, reflectivity: torch.Tensor, channels: int, steps: int = 200) -> torch.Tensor:
+def fit_lidar_features(decoders, reflectivity: torch.Tensor, channels: int, steps: int = 300) -> torch.Tensor:
     """LiDAR feature channels (N, C) for surfels of reflectivity (N,) such that every
     decoder gives intensity = reflectivity * cos(incidence) and no drop at alpha 1.
     One feature vector per reflectivity level (quantised to 1/50)."""
@@ -331,7 +339,7 @@ def fit_lidar_features(decoders, reflectivity: torch.Tensor, channels: int, step
     C, R = torch.meshgrid(cos, rng, indexing="ij")
     C, R = C.reshape(-1), R.reshape(-1)
     feats = torch.zeros(len(uniq), channels, requires_grad=True)
-    opt = torch.optim.Adam([feats], lr=0.05)
+    opt = torch.optim.Adam([feats], lr=0.1)
     target = refl[:, None] * C[None]
     ones = torch.ones(len(uniq), C.numel())
     for dec in decoders:
@@ -343,7 +351,7 @@ def fit_lidar_features(decoders, reflectivity: torch.Tensor, channels: int, step
             f = feats[:, None, :].expand(-1, C.numel(), -1)
             for dec in decoders:
                 inten, drop = dec(f, ones, C[None].expand_as(ones), R[None].expand_as(ones))
-                loss = loss + ((inten - target) ** 2).mean() + 0.1 * drop.mean()
+                loss = loss + ((inten - target) ** 2).mean() + 0.5 * drop.mean()
             loss.backward()
             opt.step()
     finally:
