@@ -64,7 +64,10 @@ from gssim.render import render as render_surfels
 
 log = logging.getLogger(__name__)
 
-OPS = ("insert", "remove", "replace", "move", "retime")
+OPS = {"insert": ("asset", "id", "trajectory", "shadow"), "remove": ("actor",),
+       "replace": ("actor", "asset", "fit", "shadow"), "move": ("actor", "offset", "trajectory"),
+       "retime": ("actor", "shift", "scale")}                 # op: the fields it takes (besides "op")
+DERIVED = ("node", "ground_z", "surfels", "light", "contact", "hole", "scale")   # added when applied
 PATH_DT = 0.05            # s, sampling of path trajectories
 HOLE_MARGIN = 0.3         # m added on every side of a vacated box
 GROUND_WINDOW = (-3.0, 1.0)
@@ -476,6 +479,9 @@ class _Editor:
         op = _field(e, "op", "string", where)
         if op not in OPS:
             raise EditError(f"{where}: unknown op {op!r}; expected one of {list(OPS)}")
+        unknown = sorted(set(e) - {"op", *OPS[op], *DERIVED})
+        if unknown:
+            raise EditError(f"{where}: unknown fields {unknown}; {op} takes {list(OPS[op])}")
         record = copy.deepcopy(e)
         getattr(self, f"_{op}")(e, where, record)
         self.meta["edits"].append(record)

@@ -95,8 +95,10 @@ def _lambert_light(scene) -> Light | None:
     nearest = ego[torch.cdist(means, ego).argmin(1)]
     flip = ((nearest - means) * normals).sum(-1) < 0
     normals = torch.where(flip[:, None], -normals, normals)
+    if float(torch.linalg.eigvalsh(torch.cov(normals.T)).min()) < 1e-3:
+        return None                                   # normals in a plane or fewer: no direction to fit
     A = torch.cat([torch.ones_like(lum)[:, None], normals], 1)
-    sol = torch.linalg.lstsq(A, lum[:, None]).solution[:, 0].numpy()
+    sol = torch.linalg.solve(A.T @ A + 1e-6 * torch.eye(4, dtype=A.dtype), A.T @ lum).numpy()
     a, b = float(sol[0]), sol[1:]
     if not np.isfinite(sol).all() or np.linalg.norm(b) < 1e-3 or b[2] <= 0:
         return None

@@ -306,6 +306,9 @@ def test_save_load_render_identical_and_edits_compose_across_saves(library, tmp_
         assert torch.equal(a["cam"].color, b["cam"].color)
         assert torch.equal(a["lidar"].points, b["lidar"].points)
     assert torch.equal(edited_region(edited, 0.5, "cam").any, edited_region(again, 0.5, "cam").any)
+    # The recorded edits (with what was derived) replay onto the source scene to the same result.
+    replay = apply_edits(scene, again.meta["edits"], library)
+    assert torch.allclose(replay.render(0.7)["cam"].color, again.render(0.7)["cam"].color, atol=1e-3)
     # A loaded edited scene takes more edits: moving the inserted asset keeps its contact on the road.
     more = apply_edits(again, [{"op": "move", "actor": "ins", "offset": [0.0, 11.0]}], library)
     assert more.node("ins").track.poses[0, 2, 3] == pytest.approx(KERB_Z + 0.75, abs=0.02)
@@ -338,6 +341,8 @@ BAD = [
      "field 'shift' must be a finite number"),
     ("bad offset", [{"op": "move", "actor": "car_1", "offset": [1]}], "edit 0 (move)", "'offset' must be"),
     ("unknown op", [{"op": "explode", "actor": "car_1"}], "edit 0 (explode)", "unknown op"),
+    ("misspelt field", [{"op": "insert", "asset": "cube", "trajectroy": at(8, 0)}], "edit 0 (insert)",
+     "unknown fields ['trajectroy']"),
     ("not an object", [["insert"]], "edit 0", "expected an object"),
     ("bad path point", [{"op": "insert", "asset": "cube", "trajectory": {"path": [[0, 0], [1, "x"]], "speed": 1}}],
      "edit 0 (insert)", "trajectory.path[1]"),
