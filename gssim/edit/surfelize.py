@@ -9,8 +9,8 @@
    ray-cast (open3d) for flat-shaded colour (the face colour: the albedo) and coverage,
    supersampled 3 x 3 per pixel so edges are anti-aliased as the surfels render them,
    and for LiDAR range (one ray per cell).
-3. ``fit_surfels``: Adam on colours, opacities, scales and small offsets of the means
-   through ``gssim.render`` (cpu backend): L1 colour + alpha on the camera views, range
+3. ``fit_surfels``: Adam on colours, opacities, scales and small in-plane offsets of
+   the means (the sampled planes are the mesh's faces: they stay on them) through ``gssim.render`` (cpu backend): L1 colour + alpha on the camera views, range
    + alpha on the LiDAR views.  ``evaluate`` measures held-out views (PSNR over a grey
    background, LiDAR range error and coverage agreement).
 """
@@ -27,6 +27,7 @@ from scipy.spatial import cKDTree
 
 import gssim
 from gssim.core.surfels import Surfels
+from gssim.core.transforms import quat_to_rotmat
 from gssim.edit.assets import Asset
 from gssim.edit.meshes import MaterialMesh
 from gssim.edit.views import framing_camera, framing_lidar, look_at, orbit_eye
@@ -53,7 +54,7 @@ class FitConfig:
     lr_opacity: float = 0.05
     lr_scale: float = 0.01
     lr_offset: float = 0.05
-    max_offset: float = 0.5        # offsets stay within this fraction of the local spacing
+    max_offset: float = 0.5        # in-plane offsets stay within this fraction of the local spacing
     alpha_weight: float = 0.5
     range_weight: float = 1.0
     opaque_weight: float = 0.02    # pull opacities towards 1 (mesh surfaces are opaque; no holes up close)
@@ -290,14 +291,16 @@ def fit_surfels(init: dict[str, Tensor], spacing: np.ndarray, views: dict[str, l
     c_logit = torch.logit(init["colors"].clamp(0.02, 0.98)).requires_grad_()
     o_logit = torch.logit(init["opacities"].clamp(0.02, 0.98)).requires_grad_()
     log_s = init["scales"].log().requires_grad_()
-    raw_off = torch.zeros(n, 3, requires_grad=True)
+    raw_off = torch.zeros(n, 2, requires_grad=True)
     reach = torch.from_numpy(cfg.max_offset * spacing.astype(np.float32))[:, None]
+    tangents = quat_to_rotmat(init["quats"])[:, :, :2]      # (N, 3, 2): t_u, t_v; means move in their plane
     opt = torch.optim.Adam([{"params": [c_logit], "lr": cfg.lr_color}, {"params": [o_logit], "lr": cfg.lr_opacity},
                             {"params": [log_s], "lr": cfg.lr_scale}, {"params": [raw_off], "lr": cfg.lr_offset}])
     scale = float(init["means"].norm(dim=1).max())
 
     def current() -> dict[str, Tensor]:
-        return {"means": init["means"] + reach * torch.tanh(raw_off), "quats": init["quats"],
+        offset = (tangents @ torch.tanh(raw_off)[:, :, None])[:, :, 0]
+        return {"means": init["means"] + reach * offset, "quats": init["quats"],
                 "scales": log_s.exp(), "opacities": torch.sigmoid(o_logit), "colors": torch.sigmoid(c_logit),
                 "reflectivity": init["reflectivity"]}
 
