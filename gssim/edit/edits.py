@@ -354,7 +354,7 @@ def fit_lidar_features(decoders, reflectivity: torch.Tensor, channels: int, step
             f = feats[:, None, :].expand(-1, C.numel(), -1)
             for dec in decoders:
                 inten, drop = dec(f, ones, C[None].expand_as(ones), R[None].expand_as(ones))
-                loss = loss + ((inten - target) ** 2).mean() + 0.5 * drop.mean()
+                loss = loss + ((inten - target) ** 2).mean() + torch.relu(drop - 0.1).mean()
             loss.backward()
             opt.step()
     finally:

@@ -15,7 +15,7 @@ from gssim.recon.scene_files import save_scene
 from gssim.recon.train import build_scene
 from gssim.synth.config import config_from_dict
 from gssim.synth.generate import generate_log
-from tests.edit.test_edits import digest
+from tests.edit.test_edits import digest, trained_decoder
 from tests.recon.conftest import TINY_DRIVE, tiny_config
 
 ACTOR = "parked_car_9"      # parked ahead on the left of the tiny drive
@@ -33,6 +33,9 @@ def synth_scene(tmp_path_factory):
     generate_log(config_from_dict(d), root / "log", previews=False, show_progress=False)
     log = load_log(root / "log")
     scene = build_scene(log, tiny_config(field="explicit"), list(range(len(log.frames))))
+    # An untrained decoder's drops hardly depend on the features; use one trained on the
+    # synthetic return model (the asset's LiDAR is what is measured).
+    scene.lidar_decoders["lidar_top"] = trained_decoder()
     save_scene(scene, root / "scene")
     return root, scene
 
