@@ -50,10 +50,10 @@ class FitConfig:
     image: int = 64                # camera views are image x image pixels
     lidar_cells: int = 64          # LiDAR views are cells x cells rays
     cameras_per_step: int = 2
-    lr_color: float = 0.05
-    lr_opacity: float = 0.05
-    lr_scale: float = 0.01
-    lr_offset: float = 0.05
+    lr_color: float = 0.1
+    lr_opacity: float = 0.1
+    lr_scale: float = 0.03
+    lr_offset: float = 0.1
     max_offset: float = 0.5        # in-plane offsets stay within this fraction of the local spacing
     alpha_weight: float = 0.5
     range_weight: float = 1.0
