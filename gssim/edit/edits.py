@@ -468,8 +468,9 @@ class _Editor:
             k += 1
         return f"{base}_{k}"
 
-    def place(self, e: dict, where: str, traj, size, contact, name: str) -> tuple[PoseTrack, list[float]]:
-        times, poses = parse_trajectory(traj, where, self.scene.time_range)
+    def place(self, e: dict, where: str, size, contact, name: str) -> tuple[PoseTrack, list[float]]:
+        """The snapped track of the edit's "trajectory"."""
+        times, poses = parse_trajectory(_field(e, "trajectory", "object", where), where, self.scene.time_range)
         return snap_track(self.ground, times, poses, size, contact, where, name)
 
     def apply(self, i: int, e) -> None:
@@ -494,8 +495,7 @@ class _Editor:
         nid = _field(e, "id", "string", where, None) or self.new_id(asset.name)
         if any(n.id == nid for n in self.nodes):
             raise EditError(f"{where}: a node with id {nid!r} already exists")
-        track, zs = self.place(e, where, _field(e, "trajectory", "object", where), asset.size, asset.contact,
-                               f"{nid} track")
+        track, zs = self.place(e, where, asset.size, asset.contact, f"{nid} track")
         light = self._shadow(e, where)
         node, parts = asset_node(self.scene, asset, nid, track, self.ground, light)
         self.check_overlap(node, where)
@@ -549,8 +549,7 @@ class _Editor:
             track, zs = snap_track(self.ground, old.track.times, poses, old.size, contact, where,
                                    f"{old.id} track")
         else:
-            track, zs = self.place(e, where, _field(e, "trajectory", "object", where), old.size, contact,
-                                   f"{old.id} track")
+            track, zs = self.place(e, where, old.size, contact, f"{old.id} track")
         node = replace(old, track=track)
         self.nodes[i] = node
         self.check_overlap(node, where)
