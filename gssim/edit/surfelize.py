@@ -339,12 +339,19 @@ class MeshFit:
 def surfelize(mesh: MaterialMesh, cfg: FitConfig | None = None, progress=None) -> MeshFit:
     """Surfels of a centred mesh, sampled then fitted to its ray-cast views."""
     cfg = cfg or FitConfig()
-    sampled = sample_surfels(mesh, cfg.surfels, cfg.seed)
-    init = initial_tensors(sampled)
-    views = ground_truth(mesh, cfg)
-    before = evaluate(init, views)
-    fitted = fit_surfels(init, sampled.spacing, views, cfg, progress) if cfg.steps > 0 else init
-    after = evaluate(fitted, views) if cfg.steps > 0 else before
+    # One thread: the renders are tiny (threads cost more than they give) and the
+    # gradient sums then add in a fixed order, so a build is bit-reproducible.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sampled = sample_surfels(mesh, cfg.surfels, cfg.seed)
+        init = initial_tensors(sampled)
+        views = ground_truth(mesh, cfg)
+        before = evaluate(init, views)
+        fitted = fit_surfels(init, sampled.spacing, views, cfg, progress) if cfg.steps > 0 else init
+        after = evaluate(fitted, views) if cfg.steps > 0 else before
+    finally:
+        torch.set_num_threads(threads)
     return MeshFit(fitted, before, after, cfg.steps)
 
 

@@ -83,9 +83,12 @@ def test_built_asset_lidar_range_matches_the_mesh(barrier):
     assert float(asset.reflectivity.max()) == pytest.approx(0.9) and float(asset.reflectivity.min()) < 0.1
 
 
-def test_build_library_writes_assets_with_fit_and_thumbnail(tmp_path):
-    built = build_library(tmp_path, only=["traffic_cone"], cfg=FitConfig(surfels=400, steps=3, image=32,
-                                                                          lidar_cells=32), show_progress=False)
+def test_build_library_writes_assets_with_fit_and_thumbnail_reproducibly(tmp_path):
+    cfg = FitConfig(surfels=400, steps=3, image=32, lidar_cells=32)
+    built = build_library(tmp_path, only=["traffic_cone"], cfg=cfg, show_progress=False)
+    again = build_library(tmp_path / "again", only=["traffic_cone"], cfg=cfg, show_progress=False)
+    for k in TENSORS:
+        assert torch.equal(getattr(built[0].asset, k), getattr(again[0].asset, k)), k
     assert [b.asset.name for b in built] == ["traffic_cone"] and list_assets(tmp_path) == ["traffic_cone"]
     a = load_asset("traffic_cone", tmp_path)
     assert a.cls == "traffic_cone" and a.source == "procedural:traffic_cone"
@@ -274,5 +277,8 @@ def test_extract_gives_the_actors_baked_surfels(tiny_scene, tmp_path):
     assert load_asset("extracted", tmp_path).cls == node.cls
     with pytest.raises(AssetError, match=rf"no actor 'car_99'; actors are .*{node.id}"):
         extract_actor(tiny_scene, "car_99")
+    with pytest.raises(SystemExit) as exit_:
+        gssim_main(["assets", "extract", str(tiny_scene), "car_99", "--library", str(tmp_path)])
+    assert exit_.value.code == 2
     with pytest.raises(AssetError, match="not a readable scene"):
         extract_actor(tmp_path / "nowhere", node.id)
