@@ -30,7 +30,7 @@ setup(
     name="gssim",
     version="0.1.0",
     description="Driving-scene sensor simulation with 2D Gaussian splatting",
-    packages=find_packages(include=["gssim", "gssim.*"]),
+    packages=find_packages(include=["gssim", "gssim.*", "server", "server.*"]),
     package_data={"gssim": ["sensors/*.json"]},
     python_requires=">=3.10",
     install_requires=[

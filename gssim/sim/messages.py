@@ -286,3 +286,15 @@ class Metrics(Message):
 class ErrorInfo(Message):
     error: str = Field(description="not_found | invalid | limit | unauthorized | expired | internal")
     detail: str
+
+
+def pack(message: BaseModel) -> bytes:
+    """A message as a msgpack binary frame (bytes fields stay raw)."""
+    import msgpack
+    return msgpack.packb(message.model_dump(mode="python"), use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    """A msgpack frame as plain Python data (validate it with ``Model.model_validate``)."""
+    import msgpack
+    return msgpack.unpackb(data, raw=False, strict_map_key=True)

@@ -515,14 +515,10 @@ class SessionManager:
             return s
 
     def step(self, session_id: str, req: StepRequest) -> StepResult:
-        try:
-            return self.session(session_id).step(req)
-        except SessionError:
-            self.note_error()
-            raise
+        return self.session(session_id).step(req)
 
     def note_error(self) -> None:
-        """Count a refused request (transports call this for errors outside ``step``)."""
+        """Count a refused or failed request (transports call this for every error they answer)."""
         with self.lock:
             self.counts["errors"] += 1
 
