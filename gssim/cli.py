@@ -12,6 +12,7 @@ from gssim.data.convert import cli as convert_cli
 from gssim.edit import cli as assets_cli
 from gssim.edit import cli_edit
 from gssim.recon import cli as recon_cli
+from gssim.sim import serve_cli
 from gssim.synth import cli as synth_cli
 
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     recon_cli.add_parsers(sub)
     assets_cli.add_parser(sub)
     cli_edit.add_parser(sub)
+    serve_cli.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks: throughput and ratio against a reference")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     bench_render.add_parser(bench_sub)
