@@ -51,7 +51,7 @@ def _world_of(source_log: Path):
     return cfg, build_world(cfg, track_times=np.arange(tr.frames + 1) / tr.fps)
 
 
-def asset_from_actor(world, actor, light, shadows: str = "self", spacing: float = 0.06, seed: int = 0,
+def asset_from_actor(world, actor, light, shadows: str = "self", spacing: float = 0.035, seed: int = 0,
                      name: str | None = None) -> Asset:
     """An asset of a generator actor's mesh: area-weighted surfel samples, lit colours
     (sun and sky of ``light``, the actor's orientation at its first pose) and material
@@ -90,7 +90,7 @@ def asset_from_actor(world, actor, light, shadows: str = "self", spacing: float 
     return Asset(name=name or f"gt_{actor.id}", cls=actor.cls, size=actor.size, contact=(0, 0, -actor.size[2] / 2),
                  means=torch.as_tensor(pts, dtype=torch.float32),
                  quats=normal_to_quat(torch.as_tensor(nrm, dtype=torch.float32)),
-                 scales=torch.full((n, 2), 0.8 * s), opacities=torch.full((n,), 0.95),
+                 scales=torch.full((n, 2), 0.9 * s), opacities=torch.full((n,), 0.98),
                  colors=torch.as_tensor(rgb, dtype=torch.float32),
                  reflectivity=torch.as_tensor(np.clip(refl, 0, 1), dtype=torch.float32),
                  source=f"synth-mesh:{actor.id}")

@@ -27,7 +27,9 @@ unless ``"fit": true``, which scales the asset uniformly to the actor box's leng
 ``move`` and ``retime`` change the track of an actor or an inserted asset.
 
 An inserted asset becomes a node of kind "asset": an ``ExplicitField`` holding its
-surfels (colours as degree-0 SH) followed by its shadow surfels (``gssim.edit.shadow``).
+surfels (colours as degree-0 SH; dimmed where the scene's geometry hides the sun from the
+object at the track's first pose) followed by its shadow surfels (``gssim.edit.shadow``).
+``"shadow": false`` leaves out both the cast shadow and the dimming.
 Its LiDAR feature channels are fitted at insert time so that the scene's own LiDAR
 decoders, fed those features (alpha 1) over a grid of incidence cosines and ranges,
 return intensity = reflectivity * cos(incidence) (the return model of the synthetic
@@ -57,7 +59,7 @@ from gssim.core.surfels import Surfels
 from gssim.core.transforms import quat_to_rotmat
 from gssim.data.poses import PoseTrack
 from gssim.edit.assets import DEFAULT_LIBRARY, Asset, AssetError, load_asset
-from gssim.edit.shadow import Light, estimate_light, shadow_surfels
+from gssim.edit.shadow import Light, estimate_light, relight_colors, shadow_surfels, sun_visibility
 from gssim.recon.fields import SH_C0, ExplicitField, normal_to_quat
 from gssim.recon.scene import Node, Scene
 from gssim.render import render as render_surfels
@@ -67,7 +69,7 @@ log = logging.getLogger(__name__)
 OPS = {"insert": ("asset", "id", "trajectory", "shadow"), "remove": ("actor",),
        "replace": ("actor", "asset", "fit", "shadow"), "move": ("actor", "offset", "trajectory"),
        "retime": ("actor", "shift", "scale")}                 # op: the fields it takes (besides "op")
-DERIVED = ("node", "ground_z", "surfels", "light", "contact", "hole", "scale")   # added when applied
+DERIVED = ("node", "ground_z", "surfels", "light", "sun_visibility", "contact", "hole", "scale")   # added when applied
 PATH_DT = 0.05            # s, sampling of path trajectories
 HOLE_MARGIN = 0.3         # m added on every side of a vacated box
 GROUND_WINDOW = (-3.0, 1.0)
@@ -372,22 +374,28 @@ def scale_asset(asset: Asset, k: float) -> Asset:
 
 @dataclass
 class AssetNodeParts:
-    """Surfel counts of an asset node: ``object`` rows, then ``shadow`` rows."""
+    """Surfel counts of an asset node: ``object`` rows, then ``shadow`` rows; and the sun
+    visibility its colours were dimmed for."""
 
     object: int
     shadow: int
+    sun_visibility: float
 
 
 def asset_node(scene: Scene, asset: Asset, nid: str, track: PoseTrack, ground: Ground, light: Light | None
                ) -> tuple[Node, AssetNodeParts]:
-    """A node of kind "asset": the asset's surfels, then (when ``light``) its shadow."""
+    """A node of kind "asset": the asset's surfels, then (when ``light``) its shadow; with a
+    light, its colours are dimmed for the scene's shadow at the track's first pose."""
     channels = scene._lidar_channels()
     lidar = fit_lidar_features(scene.lidar_decoders.values(), asset.reflectivity, channels)
     means, quats, scales, opac = asset.means, asset.quats, asset.scales, asset.opacities
     colors = asset.colors
-    n_shadow = 0
+    n_shadow, visibility = 0, 1.0
     if light is not None:
         R0 = track.poses[0][:3, :3]
+        visibility = sun_visibility(scene, track.poses[0], asset.size, light, track.t_start)
+        colors = relight_colors(colors, quat_to_rotmat(quats)[:, :, 2], R0.T @ light.direction, light.strength,
+                                visibility)
         sm, sq, ss, so = shadow_surfels(asset.means, asset.opacities, asset.size, asset.contact,
                                         R0.T @ light.direction, light.strength)
         n_shadow = len(sm)
@@ -406,7 +414,7 @@ def asset_node(scene: Scene, asset: Asset, nid: str, track: PoseTrack, ground: G
         fld.sh[:, 0].copy_((colors - 0.5) / SH_C0)
         fld.lidar.copy_(lidar)
     node = Node(nid, "asset", fld, asset.cls, np.asarray(asset.size, np.float64).copy(), track)
-    return node, AssetNodeParts(len(asset), n_shadow)
+    return node, AssetNodeParts(len(asset), n_shadow, visibility)
 
 
 # ------------------------------------------------------------------ applying edits
@@ -501,7 +509,8 @@ class _Editor:
         self.check_overlap(node, where)
         self.nodes.append(node)
         record.update(node=nid, ground_z=zs, surfels={"object": parts.object, "shadow": parts.shadow},
-                      light=None if light is None else light.to_dict(), contact=[float(v) for v in asset.contact])
+                      light=None if light is None else light.to_dict(), sun_visibility=parts.sun_visibility,
+                      contact=[float(v) for v in asset.contact])
 
     def _remove(self, e: dict, where: str, record: dict) -> None:
         i = self.index(_field(e, "actor", "string", where), where)
@@ -523,7 +532,8 @@ class _Editor:
         self.nodes[i] = node
         self.check_overlap(node, where)
         record.update(node=old.id, ground_z=zs, surfels={"object": parts.object, "shadow": parts.shadow},
-                      light=None if light is None else light.to_dict(), hole=self.hole(old), scale=k,
+                      light=None if light is None else light.to_dict(), sun_visibility=parts.sun_visibility,
+                      hole=self.hole(old), scale=k,
                       contact=[float(v) for v in asset.contact])
 
     def _contact(self, node: Node) -> np.ndarray:

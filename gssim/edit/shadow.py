@@ -17,6 +17,13 @@ blurred (soft edges), combined with a contact (ambient-occlusion) patch under th
 footprint.  Compositing black with opacity a darkens the road by the factor (1 - a).
 The shadow is cast for one heading (the light turned into the object frame at the
 track's first pose); an object that turns keeps that shadow shape.
+
+An object placed in the scene's own shadow (a building's, a tree's) must be darker than
+its sunlit asset: ``sun_visibility`` renders the background's surfels from probe points
+on the object's top towards the light (a narrow pinhole looking at the sun) and
+``relight_colors`` dims each surfel facing the light by the share of sunlight it loses,
+under the Lambert + ambient model that defines ``strength``:
+``c *= 1 - (1 - visibility) * q n.l / (1 + q n.l)`` with ``q = strength / ((1 - strength) l_z)``.
 """
 from __future__ import annotations
 
@@ -31,6 +38,8 @@ import torch
 
 from gssim.core.transforms import quat_to_rotmat
 from gssim.recon.fields import SH_C0
+from gssim.render import render as render_surfels
+from gssim.sensors import PinholeCamera
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +179,43 @@ def shadow_surfels(means: torch.Tensor, opacities: torch.Tensor, size: np.ndarra
     quats = torch.tensor([1.0, 0, 0, 0]).repeat(m, 1)
     scales = torch.full((m, 2), 0.45 * cell)
     return out_means, quats, scales, opac[keep].float().clamp(max=0.95)
+
+
+def _look_at(origin: np.ndarray, direction: np.ndarray) -> np.ndarray:
+    """T_world_camera (4, 4) of an OpenCV camera at ``origin`` looking along ``direction``."""
+    z = direction / np.linalg.norm(direction)
+    helper = np.array([0.0, 0.0, 1.0]) if abs(z[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    x = np.cross(helper, z)
+    x /= np.linalg.norm(x)
+    T = np.eye(4)
+    T[:3, :3] = np.stack([x, np.cross(z, x), z], 1)
+    T[:3, 3] = origin
+    return T
+
+
+def sun_visibility(scene, T_world_object: np.ndarray, size: np.ndarray, light: Light, t: float) -> float:
+    """Share (0..1) of the sun seen from five probes on the top of a box of ``size`` at
+    ``T_world_object``, through the scene's background surfels at time t."""
+    cam = PinholeCamera(8, 8, 115.0, 115.0, 4.0, 4.0, near=0.3)       # about 4 degrees across
+    hide = {n.id: None for n in scene.nodes if n.kind != "background"}
+    l, w, h = (float(v) for v in size)
+    probes = np.array([[0, 0, 0.45 * h]] + [[sx * 0.4 * l, sy * 0.4 * w, 0.45 * h] for sx in (-1, 1) for sy in (-1, 1)])
+    seen = []
+    with torch.no_grad():
+        for p in probes @ T_world_object[:3, :3].T + T_world_object[:3, 3]:
+            T = _look_at(p, light.direction)
+            comp = scene.compose(t, None, T, sensor=cam, actors=hide, channels="lidar")
+            seen.append(1.0 - float(render_surfels(comp.surfels, cam, T).alpha.mean()))
+    return float(np.mean(seen))
+
+
+def relight_colors(colors: torch.Tensor, normals: torch.Tensor, light_object: np.ndarray, strength: float,
+                   visibility: float) -> torch.Tensor:
+    """Colours (N, 3) of surfels with outward unit normals (N, 3) (object frame) dimmed for
+    a sun ``visibility`` in [0, 1] (see the module docstring); surfels facing away from the
+    light had no sun to lose."""
+    l = torch.as_tensor(np.asarray(light_object) / np.linalg.norm(light_object), dtype=torch.float32)
+    q = strength / max((1 - strength) * max(float(l[2]), 0.1), 1e-6)
+    c = (normals @ l).clamp(min=0)
+    drop = q * c / (1 + q * c)
+    return colors * (1 - (1 - visibility) * drop)[:, None]

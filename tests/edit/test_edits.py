@@ -40,14 +40,21 @@ def explicit(means, normals, spacing, color, lidar=0.0) -> ExplicitField:
     return f
 
 
-def background() -> ExplicitField:
+def background(side_wall: bool = False) -> ExplicitField:
+    """The road (raised for y > KERB_Y), a wall across it at x = 30 and, with ``side_wall``,
+    a 6 m wall along it at y = 9.9 (x 0..20) that shades the raised strip from a sun on the left."""
     s = 0.4
     X, Y = np.meshgrid(np.arange(-10, 40, s), np.arange(-8, 10, s), indexing="ij")
     road = np.stack([X.ravel(), Y.ravel(), np.where(Y.ravel() > KERB_Y, KERB_Z, 0.0)], 1)
     Yw, Zw = np.meshgrid(np.arange(-8, 10, s), np.arange(0, 6, s), indexing="ij")
     wall = np.stack([np.full(Yw.size, 30.0), Yw.ravel(), Zw.ravel()], 1)
+    wall_n = np.repeat([[-1.0, 0, 0]], len(wall), 0)
+    if side_wall:
+        Xs, Zs = np.meshgrid(np.arange(0, 20, s), np.arange(0, 6, s), indexing="ij")
+        side = np.stack([Xs.ravel(), np.full(Xs.size, 9.9), Zs.ravel()], 1)
+        wall, wall_n = np.concatenate([wall, side]), np.concatenate([wall_n, np.repeat([[0, -1.0, 0]], len(side), 0)])
     means = np.concatenate([road, wall])
-    normals = np.concatenate([np.repeat([[0, 0, 1.0]], len(road), 0), np.repeat([[-1.0, 0, 0]], len(wall), 0)])
+    normals = np.concatenate([np.repeat([[0, 0, 1.0]], len(road), 0), wall_n])
     colors = np.concatenate([np.repeat([ROAD], len(road), 0), np.repeat([WALL], len(wall), 0)])
     f = explicit(means, normals, s * 0.6, torch.as_tensor(colors, dtype=torch.float32))
     with torch.no_grad():
@@ -86,7 +93,7 @@ def trained_decoder() -> LidarReturnDecoder:
     return dec
 
 
-def make_scene() -> Scene:
+def make_scene(side_wall: bool = False) -> Scene:
     cam = PinholeCamera(64, 40, 40.0, 40.0, 32.0, 20.0)
     lidar = SpinningLidar([2.0, 0.0, -2.0, -5.0, -8.0, -12.0], 4.0, min_range=0.5, max_range=40.0)
     sensors = {"cam": SensorSpec("cam", "camera", cam, CAM_POSE, cam.to_dict()),
@@ -94,7 +101,7 @@ def make_scene() -> Scene:
     ego = PoseTrack([0.0, 2.0], [pose(), pose(x=2.0)], name="ego")
     car_size = np.array([4.0, 2.0, 1.5])
     track = PoseTrack([0.0, 2.0], [pose(12, 0, 0.75), pose(14, 0, 0.75)], name="car track")
-    nodes = [Node("background", "background", background()),
+    nodes = [Node("background", "background", background(side_wall)),
              Node("car_1", "actor", box_field(car_size, CAR), "car", car_size, track)]
     decoders = {"lidar": trained_decoder()}
     return Scene(sensors, ego, nodes, Appearance(["cam"], 4), Sky(4, 8), decoders,
@@ -288,6 +295,27 @@ def test_shadow_falls_away_from_the_synthetic_sun_and_lidar_ignores_it(library, 
     assert float((d > 0.05).float().mean()) < 0.01 and float(d.max()) < 0.25, \
         "LiDAR does not see the shadow (up to a ray grazing the object's silhouette)"
     assert torch.allclose(la.intensity, lb.intensity, atol=0.05)
+
+
+def test_an_object_in_the_scenes_shadow_is_dimmed(library, tmp_path):
+    scene = make_scene(side_wall=True)
+    lighting = {"sun_azimuth_deg": 90.0, "sun_elevation_deg": 40.0, "sun_intensity": 0.8, "ambient": 0.45}
+    (tmp_path / "log.json").write_text(json.dumps({"synth": {"config": {"lighting": lighting}}}))
+    scene.meta["source_log"] = str(tmp_path)
+    edited = apply_edits(scene, [{"op": "insert", "asset": "cube", "id": "shaded", "trajectory": at(8.0, 6.5)},
+                                 {"op": "insert", "asset": "cube", "id": "sunny", "trajectory": at(8.0, -4.0)}],
+                         library)
+    shaded, sunny = edited.meta["edits"]
+    assert shaded["sun_visibility"] < 0.2 and sunny["sun_visibility"] > 0.8
+    top = {}
+    for nid in ("shaded", "sunny"):
+        fld = edited.node(nid).field
+        n = shaded["surfels"]["object"]
+        up = quat_to_rotmat(fld.quats[:n].detach())[:, 2, 2] > 0.99
+        top[nid] = (0.5 + 0.28209479177387814 * fld.sh[:n][up, 0]).detach().mean(0)
+    strength = shaded["light"]["strength"]
+    assert torch.allclose(top["shaded"] / top["sunny"], torch.full((3,), 1 - strength), atol=0.1), \
+        "the top of the shaded cube loses the sun's share of its light"
 
 
 # --------------------------------------------------------------------------- files
