@@ -203,7 +203,8 @@ def create_app(manager: SessionManager, token: str | None = None, reap_every_s: 
         header = ws.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
         given = value.strip() if scheme.lower() == "bearer" else ws.query_params.get("token")
-        if not token_ok(given):
+        await ws.accept()
+        if not token_ok(given):    # refused after the handshake, so the client reads the reason
             manager.note_error()
             await ws.close(code=4401, reason="missing or wrong bearer token")
             return
@@ -211,9 +212,8 @@ def create_app(manager: SessionManager, token: str | None = None, reap_every_s: 
             manager.session(session_id)
         except SessionError as exc:
             manager.note_error()
-            await ws.close(code=4404, reason=exc.detail[:120])
+            await ws.close(code=4000 + exc.status, reason=exc.detail[:120])
             return
-        await ws.accept()
         try:
             while True:
                 data = await ws.receive_bytes()

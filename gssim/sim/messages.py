@@ -283,6 +283,10 @@ class Metrics(Message):
     latency_window: int
 
 
+ERROR_STATUS = {"invalid": 422, "not_found": 404, "limit": 413, "expired": 410, "unauthorized": 401,
+                "internal": 500}
+
+
 class ErrorInfo(Message):
     error: str = Field(description="not_found | invalid | limit | unauthorized | expired | internal")
     detail: str

@@ -37,8 +37,8 @@ from gssim.edit.assets import DEFAULT_LIBRARY, list_assets, load_asset
 from gssim.recon.scene import CameraFrame, Node, Scene, SensorSpec, readout_duration
 from gssim.recon.scene_files import load_scene
 from gssim.sensors.lidar import SpinningLidar
-from gssim.sim.messages import (CAMERA_OUTPUTS, DEFAULT_OUTPUTS, LIDAR_OUTPUTS, ActorInfo, Array, AssetInfo,
-                                CloseResult, Health, Image, Metrics, OpenSessionRequest, SceneInfo, SensorFrame,
+from gssim.sim.messages import (CAMERA_OUTPUTS, DEFAULT_OUTPUTS, ERROR_STATUS, LIDAR_OUTPUTS, ActorInfo, Array,
+                                AssetInfo, CloseResult, Health, Image, Metrics, OpenSessionRequest, SceneInfo, SensorFrame,
                                 SensorInfo, SensorRequest, SessionInfo, StepRequest, StepResult)
 
 log = logging.getLogger(__name__)
@@ -47,15 +47,13 @@ log = logging.getLogger(__name__)
 class SessionError(Exception):
     """A request the session layer refuses; ``code`` says why, ``status`` is its HTTP status."""
 
-    STATUS = {"invalid": 422, "not_found": 404, "limit": 413, "expired": 410, "unauthorized": 401}
-
     def __init__(self, code: str, detail: str) -> None:
         super().__init__(detail)
         self.code, self.detail = code, detail
 
     @property
     def status(self) -> int:
-        return self.STATUS.get(self.code, 500)
+        return ERROR_STATUS.get(self.code, 500)
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Tests of gssim.sim and the server."""
