@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from gssim.data.convert.common import CLASSES
-from gssim.edit.assets import DEFAULT_LIBRARY, AssetError, list_assets, load_asset, save_asset, write_thumbnail
+from gssim.edit.assets import (ASSET_JSON, DEFAULT_LIBRARY, AssetError, list_assets, load_asset, save_asset,
+                               write_thumbnail)
 from gssim.edit.build import build_library
-from gssim.edit.importers import AXES, extract_actor, import_file
+from gssim.edit.importers import AXES, extract_actor, import_file, safe_name
 from gssim.edit.surfelize import FitConfig
 
 
@@ -111,10 +112,20 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _exists(name: str, args, command: str) -> bool:
+    """True (after saying so) when the asset exists and --overwrite was not given."""
+    if args.overwrite or not (Path(args.library) / name / ASSET_JSON).is_file():
+        return False
+    print(f"gssim assets {command}: asset {name} exists in {args.library}; pass --overwrite to replace it")
+    return True
+
+
 def _save(asset, args, command: str) -> int:
+    if _exists(asset.name, args, command):
+        return 2
     try:
         folder = save_asset(asset, args.library, overwrite=args.overwrite)
-    except FileExistsError as exc:
+    except FileExistsError as exc:   # written meanwhile by another process
         print(f"gssim assets {command}: {exc}")
         return 2
     write_thumbnail(asset, args.library)
@@ -125,6 +136,8 @@ def _save(asset, args, command: str) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if _exists(args.name or safe_name(args.file.stem), args, "import"):   # before the (slow) fit
+        return 2
     try:
         asset = import_file(args.file, args.cls, name=args.name, up=args.up, forward=args.forward, scale=args.scale,
                             cfg=FitConfig(surfels=args.surfels, steps=args.steps))

@@ -96,7 +96,7 @@ def _file_axes(path: Path, points: np.ndarray, cls: str, up: str | None, forward
     return up, forward
 
 
-def _safe_name(text: str) -> str:
+def safe_name(text: str) -> str:
     """An asset name made of ``text`` (other characters become '_')."""
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", text)[:64].lstrip("_.-")
     return name or "imported"
@@ -157,7 +157,7 @@ def import_mesh(path, cls: str, name: str | None = None, up: str | None = None, 
     up, forward = _file_axes(path, mesh.vertices, cls, up, forward)
     mesh = mesh.transformed(axis_rotation(up, forward), scale=scale)
     source = f"mesh:{path.name} (up {up}, forward {forward}, scale {scale:g})"
-    return asset_from_mesh(name or _safe_name(path.stem), cls, mesh, source, cfg or FitConfig(steps=60), progress)
+    return asset_from_mesh(name or safe_name(path.stem), cls, mesh, source, cfg or FitConfig(steps=60), progress)
 
 
 def import_splat_ply(path, cls: str, name: str | None = None, up: str | None = None, forward: str | None = None,
@@ -199,7 +199,7 @@ def import_splat_ply(path, cls: str, name: str | None = None, up: str | None = N
     size = np.maximum(hi - lo, 1e-3)
     f32 = lambda a: torch.as_tensor(a).float().contiguous()  # noqa: E731
     n = len(means)
-    return Asset(name=name or _safe_name(path.stem), cls=cls, size=size, contact=np.array([0.0, 0.0, -size[2] / 2]),
+    return Asset(name=name or safe_name(path.stem), cls=cls, size=size, contact=np.array([0.0, 0.0, -size[2] / 2]),
                  means=f32(means), quats=f32(rotmat_to_quat(rotm)), scales=f32(s[:, :2]).clamp(min=1e-6),
                  opacities=f32(1 / (1 + np.exp(-logit))), colors=f32(np.clip(0.5 + SH_C0 * f_dc, 0, 1)),
                  reflectivity=torch.full((n,), DEFAULT_REFLECTIVITY),
@@ -254,7 +254,7 @@ def extract_actor(scene_path, actor_id: str, name: str | None = None, camera_id:
         else:
             reflectivity = torch.full((len(dec),), DEFAULT_REFLECTIVITY)
     size = np.asarray(node.size, np.float64)
-    return Asset(name=name or _safe_name(f"{scene.name}_{actor_id}"), cls=cls, size=size, contact=np.array([0.0, 0.0, -size[2] / 2]),
+    return Asset(name=name or safe_name(f"{scene.name}_{actor_id}"), cls=cls, size=size, contact=np.array([0.0, 0.0, -size[2] / 2]),
                  means=dec.means.float().contiguous(), quats=dec.quats.float().contiguous(),
                  scales=dec.scales.float().contiguous(), opacities=dec.opacities.float().contiguous(),
                  colors=colors.float().contiguous(), reflectivity=reflectivity.float().clamp(0, 1).contiguous(),

@@ -230,13 +230,20 @@ def test_save_load_round_trip_and_errors(tmp_path, barrier):
         load_asset("barrier", tmp_path)
 
 
-def test_cli_list_and_import_errors(tmp_path, capsys, barrier):
+def test_cli_build_list_and_import_errors(tmp_path, capsys, barrier):
+    with pytest.raises(SystemExit) as exit_:
+        gssim_main(["assets", "build", "--only", "traffic_cone", "--surfels", "300", "--steps", "2", "--quiet",
+                    "--library", str(tmp_path)])
+    assert exit_.value.code == 0 and list_assets(tmp_path) == ["traffic_cone"]
+    with pytest.raises(SystemExit) as exit_:
+        gssim_main(["assets", "build", "--only", "hovercraft", "--library", str(tmp_path)])
+    assert exit_.value.code == 2 and "no recipe for ['hovercraft']" in capsys.readouterr().out
     save_asset(barrier[1], tmp_path)
     with pytest.raises(SystemExit) as exit_:
         gssim_main(["assets", "list", "--library", str(tmp_path)])
     assert exit_.value.code == 0
     out = capsys.readouterr().out
-    assert "barrier" in out and "PSNR" in out
+    assert "barrier" in out and "traffic_cone" in out and "PSNR" in out
     with pytest.raises(SystemExit) as exit_:
         gssim_main(["assets", "import", str(tmp_path / "none.obj"), "--class", "car", "--library", str(tmp_path)])
     assert exit_.value.code == 2 and "no such file" in capsys.readouterr().out
