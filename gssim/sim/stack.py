@@ -130,7 +130,7 @@ class AccStack:
             accel -= c.max_accel * (max(s_star, 0.0) / max(gap, 0.1)) ** 2
             if closing > 0:
                 ttc = gap / closing
-        emergency = gap is not None and (ttc < c.emergency_ttc or gap < c.min_gap)
+        emergency = gap is not None and v > 0.1 and (ttc < c.emergency_ttc or gap < c.min_gap)
         if emergency:
             accel = -c.max_decel
         accel = float(np.clip(accel, -c.max_decel, c.max_accel))
