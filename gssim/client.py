@@ -13,7 +13,8 @@
 
 ``AsyncClient`` has the same calls as coroutines (``async with c.session(...) as s``,
 ``await s.step(...)``, ``async with s.stream() as st``).  A refused call raises
-``ServerError`` (status, code, detail).
+``ServerError`` (status, code, detail); a request malformed before it leaves raises
+pydantic's ``ValidationError``.  Streams send frames uncompressed (images are encoded).
 """
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ class Frame:
     T_world_sensor: np.ndarray
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict | None = None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.arrays
 
     def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.arrays:
@@ -222,7 +226,8 @@ class Stream:
 
     def __init__(self, client: Client, session_id: str) -> None:
         from websockets.sync.client import connect
-        self.ws = connect(_ws_url(client.url, session_id), additional_headers=client.headers, max_size=None)
+        self.ws = connect(_ws_url(client.url, session_id), additional_headers=client.headers, max_size=None,
+                          compression=None, legacy=True)
 
     def __enter__(self) -> "Stream":
         return self
@@ -342,7 +347,7 @@ class AsyncStream:
 
     async def __aenter__(self) -> "AsyncStream":
         from websockets.asyncio.client import connect
-        self.ws = await connect(self.url, additional_headers=self.headers, max_size=None)
+        self.ws = await connect(self.url, additional_headers=self.headers, max_size=None, compression=None)
         return self
 
     async def __aexit__(self, *exc) -> None:
