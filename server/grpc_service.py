@@ -130,18 +130,18 @@ class SensorService(pb_grpc.SensorServiceServicer):
 
 
 def serve_grpc(manager: SessionManager, port: int, host: str = "127.0.0.1", token: str | None = None,
-               max_workers: int = 16) -> grpc.Server:
+               max_workers: int | None = None) -> grpc.Server:
     """Start the gRPC service on ``host:port`` (0: a free port) over ``manager``; the
-    started server, with the bound port as ``server.port``.  ``max_workers`` bounds the
-    calls and streams served at once."""
+    started server, with the bound port as ``server.port``.  ``max_workers`` (default:
+    the session limit + 8) bounds the calls and streams served at once (an open stream
+    holds one); calls beyond it get RESOURCE_EXHAUSTED."""
+    max_workers = max_workers or manager.limits.max_sessions + 8
     options = [("grpc.max_receive_message_length", manager.limits.max_request_bytes),
                ("grpc.max_send_message_length", -1)]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gssim-grpc"),
                          options=options, maximum_concurrent_rpcs=max_workers)
     pb_grpc.add_SensorServiceServicer_to_server(SensorService(manager, token), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"gRPC: cannot bind {host}:{port}")
+    bound = server.add_insecure_port(f"{host}:{port}")      # RuntimeError when taken
     server.start()
     server.port = bound
     log.info("gRPC sensor service on %s:%d", host, bound)

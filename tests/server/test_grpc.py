@@ -327,6 +327,29 @@ def test_cancelling_a_stream_does_not_disturb_others(client, manager):
         assert client.health().sessions == len(manager.sessions)
 
 
+def test_cancelled_streams_free_their_workers(manager):
+    """With two workers, cancelled streams (six, one after another) leave room for new calls."""
+    srv = serve_grpc(manager, 0, host="127.0.0.1", max_workers=2)
+    try:
+        with GrpcClient(f"127.0.0.1:{srv.port}") as c, c.session("edit", sensors=[{"id": "cam", "width": 16}]) as s:
+            for _ in range(6):
+                st = s.stream()
+                st.step(0.1)
+                st.cancel()
+            with s.stream() as st:
+                assert st.step(0.2).frames["cam"]["color"].shape == (10, 16, 3)
+            busy = [s.stream(), s.stream()]                 # both workers held: the next call is refused
+            for st in busy:
+                st.step(0.1)
+            with pytest.raises(GrpcError) as info:
+                c.health()
+            assert info.value.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            for st in busy:
+                st.close()
+    finally:
+        srv.stop(None)
+
+
 def test_two_sessions_step_at_once(client):
     rigs = {"full": rig_request(), "small": [{"id": "cam", "width": 32, "encoding": "raw"}]}
     ts = [0.1, 0.5, 0.9]
