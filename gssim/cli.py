@@ -7,12 +7,14 @@ import logging
 from gssim import demo, showcase
 from gssim.bench import lidar as bench_lidar
 from gssim.bench import render as bench_render
+from gssim.bench import serve as bench_serve
 from gssim.bench import train as bench_train
 from gssim.data.convert import cli as convert_cli
 from gssim.edit import cli as assets_cli
 from gssim.edit import cli_edit
 from gssim.recon import cli as recon_cli
 from gssim.sim import serve_cli
+from gssim.sim import sim_cli
 from gssim.synth import cli as synth_cli
 
 
@@ -28,10 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     assets_cli.add_parser(sub)
     cli_edit.add_parser(sub)
     serve_cli.add_parser(sub)
+    sim_cli.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks: throughput and ratio against a reference")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     bench_render.add_parser(bench_sub)
     bench_lidar.add_parser(bench_sub)
+    bench_serve.add_parser(bench_sub)
     bench_train.add_parser(bench_sub)
     return parser
 
