@@ -406,17 +406,21 @@ class TrafficMapper:
         return sorted(self.bound)
 
     def add_asset_pool(self, asset, n: int, prefix: str = "traffic") -> list[str]:
-        """Add ``n`` asset nodes (``<prefix>_k``) to the scene to show SUMO-only vehicles."""
+        """Add ``n`` asset nodes (``<prefix>_k``, sharing one surfel field) to the scene to
+        show SUMO-only vehicles."""
         from gssim.data.poses import PoseTrack
         from gssim.edit.edits import asset_node
+        from gssim.recon.scene import Node
+        if n < 1:
+            return list(self.pool)
         t0, t1 = self.scene.time_range
+        park = planar_pose(0.0, 0.0, -1000.0, 0.0)       # never shown at its own track: always posed or hidden
+        track = PoseTrack(np.array([t0, max(t1, t0 + 1.0)]), np.stack([park, park]), name=f"{prefix} pool")
+        first, _ = asset_node(self.scene, asset, f"{prefix}_0", track, None, None)
         nodes = list(self.scene.nodes)
         for k in range(n):
             nid = f"{prefix}_{k}"
-            park = planar_pose(0.0, 0.0, -1000.0, 0.0)       # never shown at its own track: always posed or hidden
-            track = PoseTrack(np.array([t0, max(t1, t0 + 1.0)]), np.stack([park, park]), name=f"pool {nid}")
-            node, _ = asset_node(self.scene, asset, nid, track, None, None)
-            nodes.append(node)
+            nodes.append(Node(nid, "asset", first.field, first.cls, first.size.copy(), track))
             self.pool.append(nid)
         self.scene.set_nodes(nodes)
         return list(self.pool)

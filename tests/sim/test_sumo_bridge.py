@@ -13,8 +13,9 @@ from gssim.recon.appearance import Appearance, Sky
 from gssim.recon.scene import Node, Scene, SensorSpec
 from gssim.sensors import PinholeCamera, SpinningLidar
 from gssim.sim.stack import AccStack, Observation
-from gssim.sim.sumo_bridge import (EGO_ID, RoadLayout, SumoBridge, TrafficMapper, layout_for_scene, planar_pose,
-                                   sumo_angle_from_yaw, sumo_to_world, world_to_sumo, yaw_from_sumo_angle, yaw_of)
+from gssim.sim.sumo_bridge import (EGO_ID, RoadLayout, SumoBridge, TrafficMapper, layout_for_scene, layout_from_synth,
+                                   planar_pose, sumo_angle_from_yaw, sumo_to_world, world_to_sumo,
+                                   yaw_from_sumo_angle, yaw_of)
 from tests.data.conftest import pose
 from tests.edit.test_edits import box_field, explicit, make_asset, trained_decoder
 
@@ -82,6 +83,19 @@ def test_layout_from_ego_track():
     assert lay.locate(5.0, EGO_Y, 0.0) == (1, 0)
     assert lay.locate(5.0, 1.75, math.pi) == (-1, 0)
     assert lay.locate(5.0, 1.75, 0.0) is None, "wrong way in the -x lane"
+
+
+def test_layout_matches_the_synthetic_street():
+    from gssim.synth.config import WorldConfig
+    from gssim.synth.world import StreetLayout
+    w = WorldConfig(road_length=200.0, lanes_per_direction=2, lane_width=3.2)
+    lay = layout_from_synth(w)
+    street = StreetLayout(2, 3.2, 2 * 3.2 + w.parking_width, 0.0, 0.0, -100.0, 100.0)
+    assert (lay.x_start, lay.x_end) == (street.x_min, street.x_max)
+    for d in (1, -1):
+        for lane in range(2):
+            assert lay.lane_centre(lane, d) == pytest.approx(street.lane_centre(lane, d))
+            assert lay.locate(0.0, street.lane_centre(lane, d), 0.0 if d > 0 else math.pi) == (d, lane)
 
 
 def test_vehicles_appear_where_sumo_puts_them(tmp_path):
