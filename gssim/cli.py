@@ -7,6 +7,7 @@ import logging
 from gssim import demo, showcase
 from gssim.bench import lidar as bench_lidar
 from gssim.bench import render as bench_render
+from gssim.bench import serve as bench_serve
 from gssim.bench import train as bench_train
 from gssim.data.convert import cli as convert_cli
 from gssim.edit import cli as assets_cli
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     bench_render.add_parser(bench_sub)
     bench_lidar.add_parser(bench_sub)
+    bench_serve.add_parser(bench_sub)
     bench_train.add_parser(bench_sub)
     return parser
 

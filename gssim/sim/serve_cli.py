@@ -39,13 +39,14 @@ def run(args) -> int:
 
     from server.app import create_app
     manager = build_manager(args)
+    token = args.token or None          # an empty token is no token
     grpc_server = None
     if args.grpc_port is not None:
         from server.grpc_service import serve_grpc
-        grpc_server = serve_grpc(manager, args.grpc_port, host=args.host, token=args.token)
+        grpc_server = serve_grpc(manager, args.grpc_port, host=args.host, token=token)
         log.info("gRPC service on %s:%d", args.host, args.grpc_port)
     try:
-        uvicorn.run(create_app(manager, token=args.token), host=args.host, port=args.port, log_level="info")
+        uvicorn.run(create_app(manager, token=token), host=args.host, port=args.port, log_level="info")
     finally:
         if grpc_server is not None:
             grpc_server.stop(grace=1.0)
