@@ -39,7 +39,8 @@ def load_scenarios(path: str | Path) -> list[dict]:
     if isinstance(data, dict):
         unknown = sorted(set(data) - {"defaults", "rollouts"})
         if unknown or "rollouts" not in data:
-            raise ValueError(f"{path}: expected a list of rollouts or {{'defaults', 'rollouts'}}, got keys {sorted(data)}")
+            raise ValueError(f"{path}: expected a list of rollouts or {{'defaults', 'rollouts'}}, "
+                             f"got keys {sorted(data)}")
         defaults, data = data.get("defaults") or {}, data["rollouts"]
     if not isinstance(data, list) or not data:
         raise ValueError(f"{path}: needs a non-empty list of rollouts")

@@ -10,6 +10,7 @@ truth: time to collision with the vehicle ahead in the ego's path, box overlaps
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import math
@@ -132,12 +133,14 @@ def summarize(records: list[dict], collided: set[str], dt: float) -> dict:
 @dataclass
 class Rollout:
     """What a closed-loop run produced: metrics, per-step records, every vehicle's track
-    {id: [(x, y), ...]}, strip rows (uint8 images) and the road layout."""
+    {id: [(x, y), ...]}, the cameras side by side at every step (uint8 (H, W, 3)), the
+    steps of the PNG strip and the road layout."""
 
     metrics: dict
     records: list[dict]
     tracks: dict[str, list[tuple[float, float]]]
-    strip: list[np.ndarray] = field(default_factory=list)
+    camera_rows: list[np.ndarray] = field(default_factory=list)
+    strip_every: int = 10
     layout: RoadLayout | None = None
     sizes: dict = field(default_factory=dict)
 
@@ -166,7 +169,8 @@ def run_closed_loop(scene, stack, cfg: ClosedLoopConfig | None = None, layout: R
     lidars = [k for k, s in scene.sensors.items() if s.type == "lidar"]
     lidar = cfg.lidar or (lidars[0] if lidars else None)
     if lidar is None:
-        raise ValueError(f"closed loop: scene {scene.name!r} has no LiDAR for the stack; sensors are {sorted(scene.sensors)}")
+        raise ValueError(f"closed loop: scene {scene.name!r} has no LiDAR for the stack; "
+                         f"sensors are {sorted(scene.sensors)}")
     sensors = list(cams) + [lidar]
     for sid in sensors:
         scene._spec(sid)
@@ -183,7 +187,7 @@ def run_closed_loop(scene, stack, cfg: ClosedLoopConfig | None = None, layout: R
     folder = Path(work_dir) if work_dir is not None else Path(tmp.name)
     if hasattr(stack, "reset"):
         stack.reset()
-    records, tracks, strip, collided, sizes = [], {}, [], set(), {}
+    records, tracks, rows, collided, sizes = [], {}, [], set(), {}
     bridge = SumoBridge(layout, folder, dt, cfg.seed, ground_z=float(layout.T_world_road[2, 3]))
     try:
         with bridge:
@@ -228,8 +232,8 @@ def run_closed_loop(scene, stack, cfg: ClosedLoopConfig | None = None, layout: R
                                     "steer": cmd.steer, "ttc": ttc if math.isfinite(ttc) else None, "gap": gap,
                                     "lead": lead, "render_s": render_s,
                                     "emergency": bool(getattr(stack, "state", {}).get("emergency", False))})
-                    if cams and k % max(cfg.strip_every, 1) == 0:
-                        strip.append(np.concatenate([_to_uint8(frames[c].color) for c in cams], axis=1))
+                    if cams:
+                        rows.append(np.concatenate([_to_uint8(frames[c].color) for c in cams], axis=1))
                     # Kinematic bicycle, speed never negative.
                     v_new = max(speed + cmd.accel * dt, 0.0)
                     v_mid = 0.5 * (speed + v_new)
@@ -249,31 +253,29 @@ def run_closed_loop(scene, stack, cfg: ClosedLoopConfig | None = None, layout: R
             tmp.cleanup()
     metrics = summarize(records, collided, dt)
     metrics["mean_render_s"] = float(np.mean([r["render_s"] for r in records]))
-    return Rollout(metrics, records, tracks, strip, layout, sizes)
+    return Rollout(metrics, records, tracks, rows, max(cfg.strip_every, 1), layout, sizes)
 
 
 # ------------------------------------------------------------------ outputs
 def write_outputs(rollout: Rollout, out: str | Path, fps: float = 2.0, video: bool = True) -> dict[str, Path]:
     """Write ``metrics.json``, ``trajectory.json``, ``cameras_strip.png``, ``birds_eye.png``
-    and (when PyAV is installed and ``video``) ``cameras.mp4`` of the strip rows at ``fps``
-    into ``out``."""
+    (every ``strip_every``-th step) and (when PyAV is installed and ``video``) ``cameras.mp4``
+    of every step at ``fps`` into ``out``."""
     from PIL import Image
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"metrics": out / "metrics.json", "trajectory": out / "trajectory.json"}
     paths["metrics"].write_text(json.dumps(rollout.metrics, indent=1))
     paths["trajectory"].write_text(json.dumps({"ego": rollout.records, "vehicles": rollout.tracks}, indent=1))
-    if rollout.strip:
+    if rollout.camera_rows:
         paths["strip"] = out / "cameras_strip.png"
-        Image.fromarray(np.concatenate(rollout.strip, axis=0)).save(paths["strip"])
+        Image.fromarray(np.concatenate(rollout.camera_rows[::rollout.strip_every], axis=0)).save(paths["strip"])
         if video:
-            try:
-                import av  # noqa: F401  (the mp4 encoder imageio uses)
-                import imageio.v3 as iio
-            except ImportError:
-                log.info("no PyAV: skipping cameras.mp4 (the PNG strip has the frames)")
+            if importlib.util.find_spec("av") is None or importlib.util.find_spec("imageio") is None:
+                log.info("no PyAV/imageio: skipping cameras.mp4 (the PNG strip has the frames)")
             else:
-                frames = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in rollout.strip]
+                import imageio.v3 as iio
+                frames = [f[: f.shape[0] // 2 * 2, : f.shape[1] // 2 * 2] for f in rollout.camera_rows]
                 paths["video"] = out / "cameras.mp4"
                 iio.imwrite(paths["video"], np.stack(frames), plugin="pyav", codec="libx264",
                             fps=fps)
@@ -339,5 +341,5 @@ def closed_loop_scene(scene_dir: str | Path, out: str | Path | None, cfg: Closed
     rollout = run_closed_loop(scene, stack, cfg, progress=progress)
     rollout.metrics["stack"] = asdict(stack.cfg)
     if out is not None:
-        write_outputs(rollout, out, cfg.rate_hz / max(cfg.strip_every, 1))
+        write_outputs(rollout, out, cfg.rate_hz)
     return rollout

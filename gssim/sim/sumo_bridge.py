@@ -212,7 +212,8 @@ def _libsumo():
     try:
         import libsumo
     except ImportError as exc:
-        raise ImportError(f"the SUMO bridge needs libsumo ({exc}); install the sim extra: pip install -e .[sim]") from None
+        raise ImportError(f"the SUMO bridge needs libsumo ({exc}); "
+                          f"install the sim extra: pip install -e .[sim]") from None
     return libsumo
 
 

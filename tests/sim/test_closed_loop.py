@@ -43,11 +43,13 @@ def test_stack_brakes_for_a_stopped_car(tmp_path):
     assert "car_1" in rollout.tracks and any(v.startswith("traffic_") for v in rollout.tracks)
     # The stack saw the car in the rendered LiDAR: its gap estimate follows SUMO's truth.
     assert all(r["accel"] <= 1.5 + 1e-9 for r in rollout.records)
-    assert len(rollout.strip) == 7 and rollout.strip[0].shape == (27, 48, 3)
+    assert len(rollout.camera_rows) == 70 and rollout.camera_rows[0].shape == (27, 48, 3)
     paths = write_outputs(rollout, tmp_path / "out", fps=1.0, video=False)
     assert json.loads(paths["metrics"].read_text())["collisions"] == 0
     for key in ("strip", "birds_eye", "trajectory"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0
+    from PIL import Image
+    assert Image.open(paths["strip"]).size == (48, 7 * 27), "a row every 10 steps"
 
 
 def test_without_braking_it_collides(tmp_path):

@@ -27,8 +27,7 @@ EGO_Y = -1.75                    # the +x lane of a 3.5 m two-lane road centred 
 
 
 def tiny_road_scene(car_x: float = 30.0, car_speed: float = 0.0) -> Scene:
-    """A flat road x in [-10, 110], y in [-6, 6], one 48x27 camera and a 15-beam LiDAR (fine enough that the road does not
-    alias into obstacles) on the
+    """A flat road x in [-10, 110], y in [-6, 6], one 48x27 camera and a 15-beam LiDAR on the
     ego (driving +x at 8 m/s in the lane y = -1.75 for 1 s), one car actor ``car_1`` in the
     ego's lane at ``car_x`` moving at ``car_speed``."""
     s = 0.5
