@@ -8,7 +8,7 @@ rollout (defaults filled in) holds::
      "seed": 3, "closed_loop": {ClosedLoopConfig fields but seed}, "stack": {AccConfig fields},
      "out": "runs/stop-and-go"}      # optional: write the rollout's strip, plot, metrics
 
-Relative paths are relative to the JSON file.  A rollout that fails is a row with its
+Relative paths are relative to the JSON file (example: ``scenes/sim/batch_small.json``).  A rollout that fails is a row with its
 error; the batch goes on.
 """
 from __future__ import annotations
