@@ -199,8 +199,8 @@ def lidar_view(sensor, T: np.ndarray, rc: MeshRaycaster) -> View:
 
 
 def ground_truth(mesh: MaterialMesh, cfg: FitConfig) -> dict[str, list[View]]:
-    """Ray-cast views of a centred mesh: "train_cameras" (2 rings of 12), "train_lidars"
-    (a ring of 8 at a low elevation), and held-out "test_cameras" (8, at azimuths and
+    """Ray-cast views of a centred mesh: "train_cameras" (2 rings of 12 and one of 8 from
+    high above), "train_lidars" (a ring of 8 at a low elevation), and held-out "test_cameras" (8, at azimuths and
     elevations between the training ones), "test_cameras_2x" (the same at twice the
     resolution) and "test_lidars" (4)."""
     rc = MeshRaycaster(mesh)
@@ -213,7 +213,8 @@ def ground_truth(mesh: MaterialMesh, cfg: FitConfig) -> dict[str, list[View]]:
         return [camera_view(image, T, rc) if kind == "camera" else lidar_view(lidar, T, rc) for T in poses]
 
     held_out = ((20.0, 50.0), np.arange(15, 360, 90.0))
-    return {"train_cameras": ring("camera", (8.0, 32.0), np.arange(0, 360, 30.0)),
+    return {"train_cameras": (ring("camera", (8.0, 32.0), np.arange(0, 360, 30.0))
+                              + ring("camera", (62.0,), np.arange(0, 360, 45.0))),
             "train_lidars": ring("lidar", (10.0,), np.arange(0, 360, 45.0)),
             "test_cameras": ring("camera", *held_out),
             "test_cameras_2x": ring("camera", *held_out, image=2 * cfg.image),
