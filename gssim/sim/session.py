@@ -471,7 +471,8 @@ class SessionManager:
                 from gssim.edit.edits import asset_node
                 asset = load_asset(asset_id, self.library)
                 track = PoseTrack([0.0], [np.eye(4)], name=asset_id)
-                loaded.asset_nodes[asset_id] = asset_node(loaded.scene, asset, asset_id, track, None, None)[0]
+                with loaded.lock:      # fitting LiDAR features toggles the shared decoders' grad flags
+                    loaded.asset_nodes[asset_id] = asset_node(loaded.scene, asset, asset_id, track, None, None)[0]
             return loaded.asset_nodes[asset_id]
 
     # --- sessions -----------------------------------------------------------------------
