@@ -11,6 +11,8 @@ forward axes are given as signed file axes ("x", "-z", ...) or detected:
   longest extent is its height.  Signs cannot be told from extents: the detected axes
   are taken in their positive direction (pass ``--up=-y`` for a y-down capture).
   Class "other" keeps the file's axes (z up, x forward).
+- a stated axis always wins; when only one is stated, the other comes from the rules
+  above (among the remaining file axes).
 
 The asset is then centred on its bounding box, sized by it, and rests on its bottom
 centre.
@@ -66,34 +68,38 @@ def axis_rotation(up: str, forward: str) -> np.ndarray:
     return np.stack([f, np.cross(u, f), u])
 
 
-def detect_axes(points: np.ndarray, cls: str) -> tuple[str, str]:
+def detect_axes(points: np.ndarray, cls: str, up: str | None = None, forward: str | None = None) -> tuple[str, str]:
     """(up, forward) file axes of points (N, 3) whose extents best match the class's
-    proportions (see the module docstring)."""
+    proportions (see the module docstring); ``up`` or ``forward``, when given, is kept
+    and only the other is detected."""
     if cls not in CLASS_PROPORTIONS:
-        return "z", "x"
+        up = up or ("x" if forward and forward.lstrip("-") == "z" else "z")
+        return up, forward or next(a for a in "xyz" if a != up.lstrip("-"))
     ext = np.log(np.maximum(np.ptp(points, axis=0), 1e-6))
     prior = np.log(CLASS_PROPORTIONS[cls])
-    best, best_cost = ("z", "x"), np.inf
-    for fwd, left, up in itertools.permutations(range(3)):
-        d = ext[[fwd, left, up]] - prior
+    best, best_cost = None, np.inf
+    for fwd, left, upi in itertools.permutations(range(3)):
+        if (up and "xyz"[upi] != up.lstrip("-")) or (forward and "xyz"[fwd] != forward.lstrip("-")):
+            continue
+        d = ext[[fwd, left, upi]] - prior
         cost = float(((d - d.mean()) ** 2).sum())
         if cost < best_cost - 1e-9:
-            best, best_cost = ("xyz"[up], "xyz"[fwd]), cost
+            best, best_cost = (up or "xyz"[upi], forward or "xyz"[fwd]), cost
     return best
 
 
 def _file_axes(path: Path, points: np.ndarray, cls: str, up: str | None, forward: str | None) -> tuple[str, str]:
     if up is not None and forward is not None:
         return up, forward
-    if path.suffix.lower() in (".glb", ".gltf"):
-        guess = GLTF_AXES
-    else:
-        guess = detect_axes(points, cls)
-    up = up or guess[0]
-    forward = forward or guess[1]
-    if up.lstrip("-") == forward.lstrip("-"):   # one stated, the other guessed onto the same axis
-        forward = next(a for a in "xyz" if a != up.lstrip("-"))
-    return up, forward
+    if path.suffix.lower() in (".glb", ".gltf"):   # glTF's axes fill in what is not stated, unless they clash
+        gltf_up, gltf_forward = GLTF_AXES
+        if up is None and (forward is None or forward.lstrip("-") != gltf_up):
+            up = gltf_up
+        if forward is None and up.lstrip("-") != gltf_forward:
+            forward = gltf_forward
+        if up is not None and forward is not None:
+            return up, forward
+    return detect_axes(points, cls, up, forward)
 
 
 def safe_name(text: str) -> str:

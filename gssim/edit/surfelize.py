@@ -231,6 +231,7 @@ def initial_tensors(s: SampledSurfels) -> dict[str, Tensor]:
 
 
 def _render_view(t: dict[str, Tensor], view: View):
+    """Render asset tensors through a view's sensor (colours for a camera, reflectivity for a LiDAR)."""
     feats = t["colors"] if view.kind == "camera" else t["reflectivity"][:, None]
     surf = Surfels(t["means"], t["quats"], t["scales"], t["opacities"], feats)
     return gssim.render(surf, view.sensor, view.T_world_sensor, backend="cpu")
@@ -249,6 +250,7 @@ def view_loss(t: dict[str, Tensor], view: View, cfg: FitConfig, scale: float) ->
 
 
 def psnr(a: Tensor, b: Tensor) -> float:
+    """Peak signal-to-noise ratio (dB) of two images in [0, 1]."""
     mse = float(((a - b) ** 2).mean())
     return 10 * math.log10(1.0 / max(mse, 1e-10))
 
@@ -324,17 +326,18 @@ def fit_surfels(init: dict[str, Tensor], spacing: np.ndarray, views: dict[str, l
 
 @dataclass
 class MeshFit:
-    """Result of ``surfelize``: the asset tensors and the held-out quality before/after."""
+    """Result of ``surfelize``: the asset tensors, the held-out quality before/after, and
+    how many held-out views of each kind measured it."""
 
     tensors: dict[str, Tensor]
     before: dict[str, float]
     after: dict[str, float]
     steps: int
+    held_out: dict[str, int]
 
     def report(self) -> dict:
         r = lambda d: {k: round(v, 4) for k, v in d.items()}  # noqa: E731
-        return {"steps": self.steps, "held_out_views": {"cameras": 8, "lidars": 4}, "before": r(self.before),
-                "after": r(self.after)}
+        return {"steps": self.steps, "held_out_views": self.held_out, "before": r(self.before), "after": r(self.after)}
 
 
 def surfelize(mesh: MaterialMesh, cfg: FitConfig | None = None, progress=None) -> MeshFit:
@@ -353,7 +356,8 @@ def surfelize(mesh: MaterialMesh, cfg: FitConfig | None = None, progress=None) -
         after = evaluate(fitted, views) if cfg.steps > 0 else before
     finally:
         torch.set_num_threads(threads)
-    return MeshFit(fitted, before, after, cfg.steps)
+    held_out = {k: len(views[k]) for k in ("test_cameras", "test_cameras_2x", "test_lidars")}
+    return MeshFit(fitted, before, after, cfg.steps, held_out)
 
 
 def asset_from_mesh(name: str, cls: str, mesh: MaterialMesh, source: str, cfg: FitConfig,

@@ -158,6 +158,9 @@ def test_axis_detection_matches_class_proportions():
     person_y_up = rng.random((500, 3)) * [0.6, 1.75, 0.4]
     assert detect_axes(person_y_up, "pedestrian")[0] == "y"
     assert detect_axes(person_y_up, "other") == ("z", "x")
+    # One axis stated: the other is detected among the remaining ones.
+    assert detect_axes(car_y_long_x_up, "car", up="-z") == ("-z", "y")
+    assert detect_axes(car_y_long_x_up, "car", forward="-x") == ("z", "-x")
 
 
 def _write_splat_ply(path, means, f_dc, opacity_logit, log_scales, rots) -> None:
