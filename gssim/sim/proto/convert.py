@@ -14,7 +14,6 @@ transport's and are skipped.
 from __future__ import annotations
 
 import math
-import types
 import typing
 from typing import Any
 
@@ -143,14 +142,12 @@ def _plain_struct(value: Any) -> Any:
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
     """The pydantic model inside an annotation (``list[X] | None``, ``dict[str, X]``)."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    if isinstance(annotation, (types.UnionType, typing._GenericAlias, types.GenericAlias)) or \
-            typing.get_origin(annotation) is not None:
-        for arg in typing.get_args(annotation):
-            found = _nested_model(arg)
-            if found is not None:
-                return found
+    if typing.get_origin(annotation) is None:
+        return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    for arg in typing.get_args(annotation):
+        found = _nested_model(arg)
+        if found is not None:
+            return found
     return None
 
 
