@@ -31,7 +31,7 @@ setup(
     version="0.1.0",
     description="Driving-scene sensor simulation with 2D Gaussian splatting",
     packages=find_packages(include=["gssim", "gssim.*", "server", "server.*"]),
-    package_data={"gssim": ["sensors/*.json"]},
+    package_data={"gssim": ["sensors/*.json", "sim/proto/*.proto"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",          # install the build you want first (CPU: torch==2.13.0)
