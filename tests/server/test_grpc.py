@@ -90,8 +90,8 @@ def test_proto_mirrors_the_session_messages():
     assert len(models) >= 18
     for model in models:
         proto_fields = set(getattr(pb, model.__name__).DESCRIPTOR.fields_by_name)
-        assert set(model.model_fields) <= proto_fields, f"{model.__name__}: proto lacks {set(model.model_fields) - proto_fields}"
-        extra = proto_fields - set(model.model_fields)
+        missing, extra = set(model.model_fields) - proto_fields, proto_fields - set(model.model_fields)
+        assert not missing, f"{model.__name__}: proto lacks {missing}"
         assert extra <= {"session_id"}, f"{model.__name__}: proto has fields the model lacks: {extra}"
 
 
@@ -238,6 +238,7 @@ def test_bad_requests_get_a_status_naming_the_problem(case, client, stub):
 
     def step(**kw):
         return lambda: stub.Step(pb.StepRequest(session_id=sid, **kw))
+    identity = pb.Pose(m=np.eye(4).ravel())
     sensor = pb.SensorRequest
     cases = {
         "unknown scene": (lambda: stub.ListSensors(pb.SceneRequest(scene="nope")), code.NOT_FOUND, "nope", "edit"),
@@ -247,7 +248,7 @@ def test_bad_requests_get_a_status_naming_the_problem(case, client, stub):
         "entry without mount": (lambda: _open_raw(stub, sensors=[sensor(id="x", lidar_preset="vlp-32c")]),
                                 code.INVALID_ARGUMENT, "needs T_ego_sensor"),
         "unknown preset": (lambda: _open_raw(stub, sensors=[sensor(id="x", lidar_preset="hal-9000",
-                                                                   T_ego_sensor=pb.Pose(m=np.eye(4).ravel()))]),
+                                                                   T_ego_sensor=identity)]),
                            code.NOT_FOUND, "hal-9000"),
         "bad output": (lambda: _open_raw(stub, sensors=[sensor(id="cam", outputs=["points"])]),
                        code.INVALID_ARGUMENT, "points"),
@@ -259,10 +260,11 @@ def test_bad_requests_get_a_status_naming_the_problem(case, client, stub):
         "not a rotation": (step(t=0.1, T_world_ego=pb.Pose(m=np.ravel(BAD_POSE))), code.INVALID_ARGUMENT,
                            "T_world_ego", "rotation"),
         "unknown actor": (step(t=0.1, actors=[pb.ActorState(id="ghost", hidden=True)]), code.NOT_FOUND, "ghost"),
-        "unknown asset": (step(t=0.1, actors=[pb.ActorState(id="a", asset="ufo", T_world_object=pb.Pose(
-            m=np.eye(4).ravel()))]), code.NOT_FOUND, "ufo"),
-        "actor both hidden and posed": (step(t=0.1, actors=[pb.ActorState(id="car_1", hidden=True, T_world_object=pb.Pose(
-            m=np.eye(4).ravel()))]), code.INVALID_ARGUMENT, "exclusive"),
+        "unknown asset": (step(t=0.1, actors=[pb.ActorState(id="a", asset="ufo", T_world_object=identity)]),
+                          code.NOT_FOUND, "ufo"),
+        "actor both hidden and posed": (step(t=0.1, actors=[pb.ActorState(id="car_1", hidden=True,
+                                                                          T_world_object=identity)]),
+                                        code.INVALID_ARGUMENT, "exclusive"),
         "no session id": (lambda: stub.Step(pb.StepRequest(t=0.1)), code.INVALID_ARGUMENT, "session_id"),
         "request over the size limit": (step(t=0.1, sensors=["x" * (100 * 1024)]), code.RESOURCE_EXHAUSTED),
         "too many inserted": (step(t=0.1, actors=[pb.ActorState(id=f"a{k}", asset="cube", T_world_object=pb.Pose(
