@@ -174,8 +174,11 @@ class GrpcStream:
     def __enter__(self) -> "GrpcStream":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.cancel()
 
     def step_result(self, t: float, **kw) -> StepResult:
         self._requests.put(step_request(self.session_id, t, **kw))
@@ -196,6 +199,8 @@ class GrpcStream:
     def close(self) -> None:
         """Half-close the request stream and wait for the server to end the call."""
         self._requests.put(self._END)
+        if self._call.done():
+            return
         try:
             for _ in self._call:
                 pass
