@@ -326,12 +326,14 @@ def birds_eye_plot(rollout: Rollout, path: str | Path) -> None:
 
 
 def closed_loop_scene(scene_dir: str | Path, out: str | Path | None, cfg: ClosedLoopConfig,
-                      stack_params: dict | None = None, edits=None, progress: bool = False) -> Rollout:
-    """Load a scene (applying ``edits`` when given), run the ACC stack through SUMO traffic
-    and write the outputs to ``out`` (when given)."""
+                      stack_params: dict | None = None, edits=None, progress: bool = False,
+                      baked: bool = True) -> Rollout:
+    """Load a scene (its baked surfels where present, when ``baked``; applying ``edits``
+    when given), run the ACC stack through SUMO traffic and write the outputs to ``out``
+    (when given)."""
     from gssim.recon.scene_files import load_scene
     from gssim.sim.stack import AccConfig, AccStack
-    scene = load_scene(scene_dir)
+    scene = load_scene(scene_dir, baked=baked)
     if edits:
         from gssim.edit.assets import DEFAULT_LIBRARY
         from gssim.edit.edits import apply_edits, load_edits

@@ -44,7 +44,7 @@ def main_closed_loop(args) -> int:
     rollout = closed_loop_scene(args.scene, args.out, cfg, {"target_speed": args.target_speed}, progress=True)
     m = {k: v for k, v in rollout.metrics.items() if k != "stack"}
     print(json.dumps(m, indent=1))
-    print(f"outputs in {args.out}: metrics.json, trajectory.json, cameras_strip.png, birds_eye.png")
+    print(f"outputs in {args.out}: {', '.join(sorted(p.name for p in args.out.iterdir()))}")
     return 0
 
 
