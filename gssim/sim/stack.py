@@ -47,7 +47,10 @@ class AccConfig:
     lane, and emergency braking when the time to collision with it drops below
     ``emergency_ttc`` s or the gap below ``min_gap`` m.  An obstacle return is one on a
     steep surface: between vertically adjacent beams of a column the surface rises more
-    than ``steep_deg`` (ground, even at grazing angles, stays below it)."""
+    than ``steep_deg`` (ground, even at grazing angles, stays below it); and an obstacle is tall:
+    its column holds steep returns above ``min_top`` m within ``depth`` m behind its nearest
+    one (kerbs, road bumps and artefacts of a reconstructed road are lower; so are cones and
+    barriers: lower ``min_top`` to brake for those)."""
 
     target_speed: float = 10.0      # m/s
     time_gap: float = 1.5           # s
@@ -62,6 +65,8 @@ class AccConfig:
     front: float = 2.3              # m from the ego origin to its front bumper
     max_range: float = 80.0
     steep_deg: float = 45.0
+    min_top: float = 1.0            # m above the ego's ground
+    depth: float = 1.5              # m
     lidar: str | None = None        # LiDAR id (default: the first LiDAR frame)
 
     @classmethod
@@ -104,15 +109,20 @@ class AccStack:
         # Slope between vertically adjacent returns: steep = an obstacle's face.
         rho = np.hypot(p[..., 0], p[..., 1])
         dz = np.abs(p[:-1, :, 2] - p[1:, :, 2])
-        steep = ok[:-1] & ok[1:] & (dz > 0.05) & (dz > math.tan(math.radians(c.steep_deg)) * np.abs(rho[:-1] - rho[1:]))
+        slope = math.tan(math.radians(c.steep_deg))
+        steep = ok[:-1] & ok[1:] & (dz > 0.05) & (dz > slope * np.abs(rho[:-1] - rho[1:]))
         obstacle = np.zeros(ok.shape, bool)
         obstacle[:-1] |= steep
         obstacle[1:] |= steep
         ahead = obstacle & (p[..., 0] > c.front) & (np.abs(p[..., 1]) < c.lane_half_width) & (
             p[..., 2] > c.z_min) & (p[..., 2] < c.z_max) & (p[..., 0] < c.front + c.max_range)
-        if not ahead.any():
-            return None
-        return float(p[..., 0][ahead].min() - c.front)
+        nearest = None
+        for col in np.nonzero(ahead.any(0))[0]:
+            x, z = p[ahead[:, col], col, 0], p[ahead[:, col], col, 2]
+            x0 = float(x.min())
+            if (z[x <= x0 + c.depth] >= c.min_top).any() and (nearest is None or x0 < nearest):
+                nearest = x0
+        return None if nearest is None else nearest - c.front
 
     def __call__(self, obs: Observation) -> Command:
         c = self.cfg
