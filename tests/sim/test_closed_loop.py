@@ -15,7 +15,7 @@ from gssim.sim.closed_loop import (ClosedLoopConfig, boxes_overlap, lead_ttc, ru
 from gssim.sim.stack import AccConfig, AccStack
 from gssim.sim.sumo_bridge import VehicleState, planar_pose
 from tests.edit.test_edits import make_asset
-from tests.sim.test_sumo_bridge import CAR_SIZE, tiny_road_scene
+from tests.sim.test_sumo_bridge import CAR_SIZE, rendered_gap, tiny_road_scene
 
 pytest.importorskip("libsumo")
 
@@ -86,3 +86,13 @@ def test_metrics_by_hand():
     m = summarize(records, {"a"}, 0.5)
     assert m == {"steps": 3, "sim_time_s": 1.5, "distance_m": 5.0, "mean_speed": 2.0, "max_speed": 4.0,
                  "min_ttc_s": 1.5, "min_gap_m": 6.0, "collisions": 1, "collided_with": ["a"], "emergency_steps": 1}
+
+
+def test_stack_sees_tall_obstacles_only():
+    scene = tiny_road_scene()
+    T_ego = planar_pose(0.0, -1.75, 0.0, 0.0)
+    car = planar_pose(15.0, -1.75, 0.75, 0.0)
+    bump = planar_pose(15.0, -1.75, 0.75 - 1.1, 0.0)           # the box sunk into the road: 0.4 m high
+    assert rendered_gap(scene, T_ego, {"car_1": car}) == pytest.approx(15.0 - 2.0 - 2.3, abs=0.4)
+    assert rendered_gap(scene, T_ego, {"car_1": bump}) is None
+    assert rendered_gap(scene, T_ego, {"car_1": None}) is None, "the road alone is no obstacle"
