@@ -38,8 +38,8 @@ from gssim.recon.scene import CameraFrame, Node, Scene, SensorSpec, readout_dura
 from gssim.recon.scene_files import load_scene
 from gssim.sensors.lidar import SpinningLidar
 from gssim.sim.messages import (CAMERA_OUTPUTS, DEFAULT_OUTPUTS, ERROR_STATUS, LIDAR_OUTPUTS, ActorInfo, Array,
-                                AssetInfo, CloseResult, Health, Image, Metrics, OpenSessionRequest, SceneInfo, SensorFrame,
-                                SensorInfo, SensorRequest, SessionInfo, StepRequest, StepResult)
+                                AssetInfo, CloseResult, Health, Image, Metrics, OpenSessionRequest, SceneInfo,
+                                SensorFrame, SensorInfo, SensorRequest, SessionInfo, StepRequest, StepResult)
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +151,9 @@ def build_rig_sensor(scene: Scene, req: SensorRequest, limits: Limits) -> RigSen
         entry = dict(req.entry)
         if "T_ego_sensor" in entry:
             raise SessionError("invalid", f"{where}: give the mount as T_ego_sensor beside entry, not inside it")
-        if entry.get("type") == "camera" and isinstance(entry.get("width"), int) and isinstance(entry.get("height"), int):
-            _check_cells(where, entry["width"] * entry["height"], limits.max_camera_pixels, "pixels")
+        w, h = entry.get("width"), entry.get("height")
+        if entry.get("type") == "camera" and isinstance(w, int) and isinstance(h, int):   # before building the grid
+            _check_cells(where, w * h, limits.max_camera_pixels, "pixels")
         mount = np.asarray(req.T_ego_sensor, np.float64)
         sensor = _parse(req.id, entry, mount)
         app_id, dec_id = None, None
@@ -174,7 +175,8 @@ def build_rig_sensor(scene: Scene, req: SensorRequest, limits: Limits) -> RigSen
     outputs = tuple(req.outputs) if req.outputs is not None else DEFAULT_OUTPUTS[stype]
     bad = [o for o in outputs if o not in allowed]
     if bad or not outputs:
-        raise SessionError("invalid", f"{where}: outputs {bad or '[]'} unknown for a {stype}; choose from {list(allowed)}")
+        raise SessionError("invalid", f"{where}: outputs {bad or '[]'} unknown for a {stype}; "
+                                      f"choose from {list(allowed)}")
     return RigSensor(req.id, stype, sensor, mount, entry, app_id, dec_id, outputs, req.encoding, req.jpeg_quality)
 
 
@@ -231,7 +233,8 @@ class Session:
         ids = list(self.rig) if req.sensors is None else req.sensors
         unknown = [s for s in ids if s not in self.rig]
         if unknown:
-            raise SessionError("not_found", f"session {self.id}: no sensors {unknown} in its rig; rig is {list(self.rig)}")
+            raise SessionError("not_found", f"session {self.id}: no sensors {unknown} in its rig; "
+                                            f"rig is {list(self.rig)}")
         if not ids:
             raise SessionError("invalid", "sensors: an empty list asks for nothing; omit it for the whole rig")
         return [self.rig[s] for s in dict.fromkeys(ids)]

@@ -44,7 +44,10 @@ def open_session(client, sensors=None, **kw) -> str:
 
 def decode(result: dict) -> dict:
     """JSON StepResult -> {sensor: {name: array}}."""
-    res = StepResult.model_validate_json(result) if isinstance(result, (str, bytes)) else StepResult.model_validate(result)
+    if isinstance(result, (str, bytes)):
+        res = StepResult.model_validate_json(result)
+    else:
+        res = StepResult.model_validate(result)
     return {sid: {k: a.numpy() for k, a in f.arrays.items()} for sid, f in res.frames.items()}
 
 
