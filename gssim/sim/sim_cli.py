@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--asset", default="sedan", help="library asset of the SUMO traffic")
     p.add_argument("--library", type=Path, default=None, help="asset library (default: the repository's)")
     p.add_argument("--target-speed", type=float, default=10.0, help="ACC set speed (m/s)")
+    p.add_argument("--actor-speed", choices=("sumo", "recorded"), default="sumo",
+                   help="scene cars on the road: driven by SUMO, or keeping their recorded speed")
     p.add_argument("--strip-every", type=int, default=10, help="a camera strip row every N steps")
     p.add_argument("--out", type=Path, default=Path("runs/closed_loop"), help="output folder")
     p.set_defaults(func=main_closed_loop)
@@ -40,7 +42,7 @@ def main_closed_loop(args) -> int:
     from gssim.sim.closed_loop import ClosedLoopConfig, closed_loop_scene
     cfg = ClosedLoopConfig(steps=args.steps, rate_hz=args.rate, seed=args.seed, traffic=args.traffic,
                            asset=args.asset, library=None if args.library is None else str(args.library),
-                           strip_every=args.strip_every)
+                           strip_every=args.strip_every, actor_speed=args.actor_speed)
     rollout = closed_loop_scene(args.scene, args.out, cfg, {"target_speed": args.target_speed}, progress=True)
     m = {k: v for k, v in rollout.metrics.items() if k != "stack"}
     print(json.dumps(m, indent=1))
