@@ -24,7 +24,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 ROLLOUT_KEYS = {"name", "scene", "edits", "seed", "closed_loop", "stack", "out"}
-COLUMNS = ["name", "scene", "seed", "status", "steps", "sim_time_s", "distance_m", "mean_speed", "max_speed",
+COLUMNS = ["name", "scene", "seed", "status", "ended", "steps", "sim_time_s", "distance_m", "mean_speed", "max_speed",
            "min_ttc_s", "min_gap_m", "collisions", "emergency_steps", "mean_render_s", "wall_s", "error"]
 
 

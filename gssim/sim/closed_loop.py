@@ -5,7 +5,7 @@ Each step k (t = t0 + k / rate): read the SUMO vehicles -> pose the scene's acto
 pool assets) -> render the ego's sensors at its pose -> the stack's command -> integrate
 the ego (kinematic bicycle) -> move it in SUMO -> step SUMO.  Metrics use SUMO's ground
 truth: time to collision with the vehicle ahead in the ego's path, box overlaps
-(collisions), speed, distance.  Scene time is clamped to the scene's time range
+(collisions), speed, distance.  A run ends early when the ego reaches the end of the road.  Scene time is clamped to the scene's time range
 (actors not driven by SUMO, e.g. pedestrians, hold their last recorded pose after it).
 """
 from __future__ import annotations
@@ -188,6 +188,7 @@ def run_closed_loop(scene, stack, cfg: ClosedLoopConfig | None = None, layout: R
     if hasattr(stack, "reset"):
         stack.reset()
     records, tracks, rows, collided, sizes = [], {}, [], set(), {}
+    ended = "all steps run"
     bridge = SumoBridge(layout, folder, dt, cfg.seed, ground_z=float(layout.T_world_road[2, 3]))
     try:
         with bridge:
@@ -241,6 +242,10 @@ def run_closed_loop(scene, stack, cfg: ClosedLoopConfig | None = None, layout: R
                     x += v_mid * math.cos(yaw) * dt
                     y += v_mid * math.sin(yaw) * dt
                     speed = v_new
+                    x_road = np.linalg.solve(layout.T_world_road, np.array([x, y, z_ego, 1.0]))[0]
+                    if not layout.x_start + ego_size[0] / 2 <= x_road <= layout.x_end - ego_size[0] / 2:
+                        ended = "ego reached the end of the road"
+                        break
                     bridge.move_ego(planar_pose(x, y, z_ego, yaw), speed)
                     bridge.step()
                     if prog is not None:
@@ -253,6 +258,7 @@ def run_closed_loop(scene, stack, cfg: ClosedLoopConfig | None = None, layout: R
             tmp.cleanup()
     metrics = summarize(records, collided, dt)
     metrics["mean_render_s"] = float(np.mean([r["render_s"] for r in records]))
+    metrics["ended"] = ended
     return Rollout(metrics, records, tracks, rows, max(cfg.strip_every, 1), layout, sizes)
 
 

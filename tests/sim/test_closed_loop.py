@@ -28,7 +28,7 @@ def test_stack_brakes_for_a_stopped_car(tmp_path):
     stack = AccStack(AccConfig(target_speed=10.0))
     rollout = run_closed_loop(scene, stack, cfg, work_dir=tmp_path / "net")
     m = rollout.metrics
-    assert m["steps"] == 70 and m["sim_time_s"] == pytest.approx(7.0)
+    assert m["steps"] == 70 and m["sim_time_s"] == pytest.approx(7.0) and m["ended"] == "all steps run"
     assert m["collisions"] == 0
     speeds = [r["speed"] for r in rollout.records]
     assert speeds[0] == pytest.approx(8.0, abs=1e-6), "starts at the recorded ego speed"
@@ -96,3 +96,14 @@ def test_stack_sees_tall_obstacles_only():
     assert rendered_gap(scene, T_ego, {"car_1": car}) == pytest.approx(15.0 - 2.0 - 2.3, abs=0.4)
     assert rendered_gap(scene, T_ego, {"car_1": bump}) is None
     assert rendered_gap(scene, T_ego, {"car_1": None}) is None, "the road alone is no obstacle"
+
+
+def test_run_ends_at_the_end_of_the_road(tmp_path):
+    from gssim.sim.sumo_bridge import RoadLayout
+    scene = tiny_road_scene()
+    cfg = ClosedLoopConfig(steps=40, traffic=0, bind_actors=False, cameras=[])
+    rollout = run_closed_loop(scene, AccStack(AccConfig(target_speed=8.0)), cfg, layout=RoadLayout(-10.0, 20.0),
+                              work_dir=tmp_path)
+    m = rollout.metrics
+    assert m["ended"] == "ego reached the end of the road" and m["steps"] < 40
+    assert rollout.records[-1]["x"] <= 20.0 - 4.5 / 2
