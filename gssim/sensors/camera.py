@@ -218,6 +218,9 @@ class PinholeCamera(Camera):
             box[rest], empty[rest] = self._clipped_polytope_box(verts.flatten(1, 2), _GROWN_QUAD_EDGES)
         return box, empty, torch.zeros_like(empty)
 
+    def native_footprint_args(self):
+        return self._native_args(0, clip_z=self.t_min * float(self._dirs[..., 2].min()))
+
     def _clipped_quad_box(self, corners: Tensor) -> tuple[Tensor, Tensor]:
         """Parameter box of support quads (N, 4, 3) crossing the camera plane."""
         return self._clipped_polytope_box(corners, _QUAD_EDGES)
@@ -374,6 +377,9 @@ class FisheyeCamera(Camera):
         around_axis = (theta_a <= beta) | (sin_ratio >= 1) | (th1 >= math.pi)
         dphi = torch.asin(sin_ratio.clamp(max=1.0))
         return self._sector_box(th0, th1, phi_a - dphi, phi_a + dphi, around_axis), empty, full
+
+    def native_footprint_args(self):
+        return self._native_args(1, theta_max=self._theta_max)
 
     @staticmethod
     def _sector_box(th0: Tensor, th1: Tensor, phi0: Tensor, phi1: Tensor, around_axis: Tensor) -> Tensor:
