@@ -329,11 +329,9 @@ struct AngularBounds {
   bool whole_turn, inside;
 };
 
-HOST_DEVICE inline double wrap_pi(double a) {
-  double r = fmod(a + PI_D, TWO_PI_D);
-  if (r < 0) r += TWO_PI_D;
-  return r - PI_D;
-}
+// An upper bound of asin(x), x >= 0, without the call: asin(x) / x rises from 1 to
+// 1.0471976 at x = 0.5.
+HOST_DEVICE inline double asin_bound(double x) { return x <= 0.5 ? 1.0472 * x : PI_D / 2; }
 
 struct Cap {
   double dist, az, el, beta, dphi;
@@ -372,7 +370,7 @@ HOST_DEVICE inline AngularBounds angular_bounds(const Support& sp) {
   // Nearest point of the support: at least dist - radius away; what an offset of slack
   // turns a direction there by.
   const double near = cap.dist - sp.radius - 2.0 * slack;
-  const double tilt = near > 0.0 ? asin(dmin(slack / near, 1.0)) * 1.01 + 1e-15 : PI_D;
+  const double tilt = near > 0.0 ? asin_bound(slack / near) + 1e-15 : PI_D;
   const DVec3* P = sp.corners;
   // Does the z axis cross the rectangle (its xy shadow holds the origin)?  Within rounding.
   bool pos = true, neg = true;
@@ -396,38 +394,38 @@ HOST_DEVICE inline AngularBounds angular_bounds(const Support& sp) {
   const double tol_z = flat ? 0.0 : 2.0 * (slack + ang_n * dnorm(P[0])) * nn / fabs(nrm.z) + 1e-12 * fabs(z0);
   const bool up = on_axis && (flat || z0 >= -tol_z);
   const bool down = on_axis && (flat || z0 <= tol_z);
-  // Corners, and the interior extremes of the edges' great-circle arcs.
+  // Corners, and the interior extremes of the edges' great-circle arcs; elevations are
+  // compared as z of unit vectors (one asin at the end), corner azimuths as offsets from
+  // the centre's, wrapped into (-pi, pi] as the reference's wrap_pi(az_k - az_c).
   DVec3 U[4];
-  double off_lo = INF_D, off_hi = -INF_D, el_hi = -INF_D, el_lo = INF_D;
+  double off_lo = INF_D, off_hi = -INF_D, z_hi = -INF_D, z_lo = INF_D;
+  const DVec3 c = sp.centre;
   for (int k = 0; k < 4; ++k) {
     const double len = dmax(dnorm(P[k]), 1e-300);
     U[k] = (1.0 / len) * P[k];
     const double rxy = hypot(P[k].x, P[k].y);
-    const double t_az = rxy > slack ? asin(dmin(slack / (rxy - slack), 1.0)) * 1.01 : PI_D;
-    const double off = wrap_pi(atan2(P[k].y, P[k].x) - cap.az);
+    const double t_az = rxy > slack ? asin_bound(slack / (rxy - slack)) : PI_D;
+    const double off = atan2(c.x * P[k].y - c.y * P[k].x, c.x * P[k].x + c.y * P[k].y);
     off_lo = dmin(off_lo, off - t_az);
     off_hi = dmax(off_hi, off + t_az);
-    const double el_k = asin(dclamp(U[k].z, -1.0, 1.0));
-    el_hi = dmax(el_hi, el_k);
-    el_lo = dmin(el_lo, el_k);
+    z_hi = dmax(z_hi, U[k].z);
+    z_lo = dmin(z_lo, U[k].z);
   }
   for (int k = 0; k < 4; ++k) {
     const DVec3 p = U[k], q = U[(k + 1) & 3];
-    const double c = ddot(p, q);
-    const double tp = q.z - c * p.z, tq = p.z - c * q.z;
+    const double cpq = ddot(p, q);
+    const double tp = q.z - cpq * p.z, tq = p.z - cpq * q.z;
     const double mz = p.x * q.y - p.y * q.x;
-    const double sin2 = dmax(1.0 - c * c, 1e-300);
-    const double el_top = asin(sqrt(dclamp(1.0 - mz * mz / sin2, 0.0, 1.0)));
+    const double sin2 = dmax(1.0 - cpq * cpq, 1e-300);
+    const double z_top = sqrt(dclamp(1.0 - mz * mz / sin2, 0.0, 1.0));
     // The reference's arc may hold the extreme where ours just misses it: tolerance tilt.
     const double tol = 4.0 * tilt + 1e-12;
     const bool arc = sin2 > 1e-20 * 0.5;
-    if (arc && tp > -tol && tq > -tol) el_hi = dmax(el_hi, el_top);
-    if (arc && tp < tol && tq < tol) el_lo = dmin(el_lo, -el_top);
+    if (arc && tp > -tol && tq > -tol) z_hi = dmax(z_hi, z_top);
+    if (arc && tp < tol && tq < tol) z_lo = dmin(z_lo, -z_top);
   }
-  if (up) el_hi = PI_D / 2;
-  if (down) el_lo = -PI_D / 2;
-  el_lo -= tilt;
-  el_hi += tilt;
+  const double el_hi = up ? PI_D / 2 + tilt : asin(dclamp(z_hi, -1.0, 1.0)) + tilt;
+  const double el_lo = down ? -PI_D / 2 - tilt : asin(dclamp(z_lo, -1.0, 1.0)) - tilt;
   o.el_lo = dmax(el_lo, cap.el - cap.beta) - ANGLE_EPS;
   o.el_hi = dmin(el_hi, cap.el + cap.beta) + ANGLE_EPS;
   const double dphi = cap.around_pole ? INF_D : cap.dphi;
