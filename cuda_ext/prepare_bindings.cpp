@@ -1,4 +1,5 @@
-// Torch operator of render preparation (gssim::footprints) and its CPU implementation:
+// Torch operators of render preparation (gssim::footprints, gssim::moving_pose_index) and
+// their CPU implementations:
 // argument checks, allocation, calls into the raw-pointer driver in cpu/prepare_cpu.cpp.
 #include <torch/extension.h>
 
@@ -117,6 +118,44 @@ Tensor footprints_cpu(int64_t model, int64_t rows, int64_t cols, std::vector<dou
   return records;
 }
 
+// proj_scalars, proj_tables: see ProjDesc in gssim/project_math.h.
+Tensor moving_pose_index_cpu(int64_t model, int64_t rows, int64_t cols, std::vector<double> proj_scalars,
+                             std::vector<Tensor> proj_tables, const Tensor& means, const Tensor& cell_poses,
+                             const Tensor& cell_pose_index) {
+  TORCH_CHECK(model >= gssim::MODEL_PINHOLE && model <= gssim::MODEL_SOLID_STATE,
+              "gssim.moving_pose_index: unknown sensor model ", model);
+  TORCH_CHECK(rows > 0 && cols > 0, "gssim.moving_pose_index: grid must be at least 1x1, got ", rows, "x", cols);
+  gssim::ProjDesc proj{};
+  proj.model = static_cast<int32_t>(model);
+  TORCH_CHECK(proj_scalars.size() <= 11, "gssim.moving_pose_index: at most 11 projection scalars, got ",
+              proj_scalars.size());
+  for (size_t k = 0; k < proj_scalars.size(); ++k) proj.s[k] = proj_scalars[k];
+  if (model == gssim::MODEL_SPINNING) {
+    TORCH_CHECK(proj_tables.size() == 3, "gssim.moving_pose_index: a spinning LiDAR needs 3 beam tables, got ",
+                proj_tables.size());
+    const int64_t B = proj_tables[0].numel();
+    TORCH_CHECK(B >= 1, "gssim.moving_pose_index: empty beam table");
+    const char* names[3] = {"elev_sorted", "rows_sorted", "gap"};
+    for (int k = 0; k < 3; ++k) check_prep(proj_tables[k], names[k], torch::kFloat64, {B});
+    proj.elev_sorted = proj_tables[0].data_ptr<double>();
+    proj.rows_sorted = proj_tables[1].data_ptr<double>();
+    proj.gap = proj_tables[2].data_ptr<double>();
+    proj.n_beams = B;
+    TORCH_CHECK(proj.s[0] > 0, "gssim.moving_pose_index: spinning LiDAR column pitch must be > 0");
+  }
+  const int64_t N = means.size(0);
+  check_prep(means, "means", torch::kFloat32, {N, 3});
+  check_prep(cell_poses, "cell_poses", torch::kFloat64, {-1, 4, 4});
+  check_prep(cell_pose_index, "cell_pose_index", torch::kInt64, {rows, cols});
+  const int64_t P = cell_poses.size(0);
+  TORCH_CHECK(cell_pose_index.min().item<int64_t>() >= 0 && cell_pose_index.max().item<int64_t>() < P,
+              "gssim.moving_pose_index: cell_pose_index outside [0, ", P, ")");
+  Tensor index = torch::empty({N}, torch::TensorOptions().dtype(torch::kInt64));
+  gssim::cpu::moving_pose_index(proj, rows, cols, means.data_ptr<float>(), N, cell_poses.data_ptr<double>(),
+                                cell_pose_index.data_ptr<int64_t>(), index.data_ptr<int64_t>());
+  return index;
+}
+
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(gssim, m) {
@@ -124,6 +163,12 @@ TORCH_LIBRARY_FRAGMENT(gssim, m) {
       "footprints(int model, int rows, int cols, float[] sensor_scalars, Tensor[] sensor_tables, Tensor means, "
       "Tensor t_u, Tensor t_v, Tensor scales, Tensor opacities, Tensor means2d, Tensor vis2d, Tensor cell_poses, "
       "Tensor pose_index, Tensor cell_pose_fractions, float[] motion_scalars, Tensor[] motion_tables) -> Tensor");
+  m.def(
+      "moving_pose_index(int model, int rows, int cols, float[] proj_scalars, Tensor[] proj_tables, Tensor means, "
+      "Tensor cell_poses, Tensor cell_pose_index) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(gssim, CPU, m) { m.impl("footprints", &footprints_cpu); }
+TORCH_LIBRARY_IMPL(gssim, CPU, m) {
+  m.impl("footprints", &footprints_cpu);
+  m.impl("moving_pose_index", &moving_pose_index_cpu);
+}

@@ -104,6 +104,25 @@ void surfel_footprints(const SensorDesc& sensor, PrepSurfels s, PrepPoses poses,
   }
 }
 
+void moving_pose_index(const ProjDesc& proj, int64_t rows, int64_t cols, const float* means, int64_t N,
+                       const double* cell_poses, const int64_t* cell_pose_index, int64_t* pose_index) {
+  const int64_t start = cell_pose_index[(rows / 2) * cols + cols / 2];
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < N; ++i) {
+    const DVec3 mean = load3(means + 3 * i);
+    int64_t idx = start;
+    for (int step = 0; step < 3; ++step) {
+      double col, row;
+      if (!project_point(proj, to_sensor(cell_poses + 16 * idx, mean), col, row)) continue;
+      // torch: nan_to_num(0), clamp to the grid, truncate.
+      col = col != col ? 0.0 : dclamp(col, 0.0, static_cast<double>(cols - 1));
+      row = row != row ? 0.0 : dclamp(row, 0.0, static_cast<double>(rows - 1));
+      idx = cell_pose_index[static_cast<int64_t>(row) * cols + static_cast<int64_t>(col)];
+    }
+    pose_index[i] = idx;
+  }
+}
+
 void gather_records(const int32_t* scratch, const int64_t* counts, int64_t N, int32_t* records) {
   std::vector<int64_t> start(N + 1, 0);
   for (int64_t i = 0; i < N; ++i) start[i + 1] = start[i] + counts[i];

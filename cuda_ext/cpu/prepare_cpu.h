@@ -13,6 +13,7 @@
 #include <cstdint>
 
 #include "gssim/footprint_math.h"
+#include "gssim/project_math.h"
 
 namespace gssim {
 namespace cpu {
@@ -47,6 +48,12 @@ constexpr int MAX_RECORDS = 3;
 // counts (N).  Surfels below ALPHA_MIN get none.
 void surfel_footprints(const SensorDesc& sensor, PrepSurfels s, PrepPoses poses, PrepMotion motion,
                        int32_t* scratch, int64_t* counts);
+
+// Cell pose each surfel of a moving sensor is seen from (pose_index (N)): the pose of the
+// cell its centre lands in, by three fixed-point steps from the middle cell's pose
+// (Python: _project_centres).  cell_pose_index (rows, cols) maps cells to poses.
+void moving_pose_index(const ProjDesc& proj, int64_t rows, int64_t cols, const float* means, int64_t N,
+                       const double* cell_poses, const int64_t* cell_pose_index, int64_t* pose_index);
 
 // Pass 2: the records of pass 1, surfel by surfel, into records (sum of counts, 6).
 void gather_records(const int32_t* scratch, const int64_t* counts, int64_t N, int32_t* records);

@@ -93,3 +93,21 @@ def footprints(sensor_args: tuple[int, list[float], list[Tensor]], rows: int, co
                                       f32(scales), f32(opacities), f32(means2d), c(vis2d.bool()),
                                       c(cell_poses.double()), index, c(cell_pose_fractions.double()),
                                       [float(v) for v in m_scalars], [c(t.double()) for t in m_tables])
+
+
+def moving_pose_index(projection_args: tuple[int, list[float], list[Tensor]], rows: int, cols: int,
+                      means: Tensor, cell_poses: Tensor, cell_pose_index: Tensor) -> Tensor:
+    """(N,) int64 cell pose each surfel of a moving sensor is seen from: the pose of the
+    cell its centre lands in, by three fixed-point steps from the middle cell's pose.
+
+    projection_args: ``sensor.native_projection_args()``; means (N, 3) world frame;
+    cell_poses (P, 4, 4) float64; cell_pose_index (rows, cols) int64 into cell_poses.
+    """
+    if not footprints_available():
+        raise RuntimeError(f"gssim native extension has no preparation ops ({NATIVE_ERROR or 'old build'}); "
+                           "rebuild with `python setup.py build_ext --inplace`")
+    model, scalars, tables = projection_args
+    return torch.ops.gssim.moving_pose_index(model, int(rows), int(cols), [float(v) for v in scalars],
+                                             [t.double().contiguous() for t in tables],
+                                             means.detach().float().contiguous(), cell_poses.double().contiguous(),
+                                             cell_pose_index.long().contiguous())

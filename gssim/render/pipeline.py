@@ -108,10 +108,14 @@ def _per_surfel_frame(grid: RayGrid, index: Tensor, points: Tensor) -> Tensor:
 def _project_centres(sensor: Sensor, grid: RayGrid, means: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Grid coordinates of surfel centres, validity, and the index of the cell pose each is
     seen from (a moving sensor: the pose of the cell it lands in, by fixed-point iteration
-    on the readout fraction)."""
+    on the readout fraction; natively where the footprints are)."""
     idx = torch.zeros(means.shape[0], dtype=torch.long)
     if len(grid.cell_poses) == 1:
         return (*sensor.project(_to_sensor(grid.cell_poses[0], means)), idx)
+    if _use_native_prep(sensor, means) and sensor.native_projection_args() is not None:
+        idx = native.moving_pose_index(sensor.native_projection_args(), grid.rows, grid.cols, means,
+                                       grid.cell_poses, grid.cell_pose_index)
+        return (*sensor.project(_per_surfel_frame(grid, idx, means)), idx)
     with torch.no_grad():
         idx += int(grid.cell_pose_index[grid.rows // 2, grid.cols // 2])
         for _ in range(3):
@@ -134,8 +138,8 @@ def _readout_tables(sensor: Sensor, grid: RayGrid) -> tuple[Tensor, Tensor, Tens
     return frac.amin(1), frac.amax(1), frac.amin(0), frac.amax(0), readout_angle
 
 
-def _use_native_prep(sensor: Sensor, surfels: Surfels) -> bool:
-    return (USE_NATIVE_PREP and surfels.device.type == "cpu" and native.footprints_available()
+def _use_native_prep(sensor: Sensor, means: Tensor) -> bool:
+    return (USE_NATIVE_PREP and means.device.type == "cpu" and native.footprints_available()
             and sensor.native_footprint_args() is not None)
 
 
@@ -232,7 +236,7 @@ def prepare_surfels(surfels: Surfels, sensor: Sensor, grid: RayGrid) -> SurfelGe
         m2d = means2d.detach()
         vis2d = valid2d & visible & (m2d.abs() < FAR_AWAY).all(-1)
         depth_keys = (means - grid.origin.to(means.device)).norm(dim=-1)
-        if _use_native_prep(sensor, surfels):
+        if _use_native_prep(sensor, surfels.means):
             records = _native_footprints(sensor, grid, pose_idx, surfels, t_u, t_v, m2d, vis2d)
         else:
             records = _reference_footprints(sensor, grid, pose_idx, surfels, t_u.detach(), t_v.detach(), m2d,

@@ -142,6 +142,11 @@ class Sensor(ABC):
         None for a model without a native path (``footprints`` is then used)."""
         return None
 
+    def native_projection_args(self) -> tuple[int, list[float], list[Tensor]] | None:
+        """What the native ``project`` (``ProjDesc`` in cuda_ext/include/gssim/project_math.h)
+        needs: model id, scalars and tables; None for a model without one."""
+        return None
+
     def _native_args(self, model: int, clip_z: float = 0.0, theta_max: float = 0.0, sign: float = 0.0,
                      res: float = 0.0, az0: float = 0.0, tables: tuple[Tensor, ...] = ()
                      ) -> tuple[int, list[float], list[Tensor]]:

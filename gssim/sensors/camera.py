@@ -221,6 +221,10 @@ class PinholeCamera(Camera):
     def native_footprint_args(self):
         return self._native_args(0, clip_z=self.t_min * float(self._dirs[..., 2].min()))
 
+    def native_projection_args(self):
+        k1, k2, p1, p2, k3 = self.distortion if self.distortion else [0.0] * 5
+        return 0, [self.t_min, self.fx, self.fy, self.cx, self.cy, self._r_valid, k1, k2, p1, p2, k3], []
+
     def _clipped_quad_box(self, corners: Tensor) -> tuple[Tensor, Tensor]:
         """Parameter box of support quads (N, 4, 3) crossing the camera plane."""
         return self._clipped_polytope_box(corners, _QUAD_EDGES)
@@ -380,6 +384,10 @@ class FisheyeCamera(Camera):
 
     def native_footprint_args(self):
         return self._native_args(1, theta_max=self._theta_max)
+
+    def native_projection_args(self):
+        return 1, [self.t_min, self.fx, self.fy, self.cx, self.cy, min(self._theta_max + 0.2, math.pi - 1e-3),
+                   *self.distortion], []
 
     @staticmethod
     def _sector_box(th0: Tensor, th1: Tensor, phi0: Tensor, phi1: Tensor, around_axis: Tensor) -> Tensor:

@@ -296,6 +296,10 @@ class SpinningLidar(Lidar):
                                  tables=(self._elev_sorted.double(), self._span_lo.to(torch.int32),
                                          self._span_hi.to(torch.int32)))
 
+    def native_projection_args(self):
+        return 2, [self._res, self._sign, self._az0, float(self._monotone)], \
+            [self._elev_sorted.double().contiguous(), self._perm.double() + 0.5, self._gap.double().contiguous()]
+
     def _sweep_box(self, b: dict[str, Tensor], radius: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         sc = self._sweep_angle(b["az_c"])
         lo, hi = b["az_lo"] - b["az_c"], b["az_hi"] - b["az_c"]
@@ -538,6 +542,9 @@ class SolidStateLidar(Lidar):
 
     def native_footprint_args(self):
         return self._native_args(3)
+
+    def native_projection_args(self):
+        return 3, [self._h_half, self._v_half, self._h_res, self._v_res], []
 
     def _angle_box(self, b: dict[str, Tensor], radius: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         a0 = torch.where(b["whole_turn"], torch.full_like(b["az_lo"], -2 * math.pi), b["az_lo"])
