@@ -139,7 +139,8 @@ class Sensor(ABC):
         """What the native footprint op (gssim::footprints) needs of this sensor: model id
         (``SensorModel`` in cuda_ext/include/gssim/footprint_math.h), scalars (t_min, t_max,
         clip_z, theta_max, sign, res, az0) and tables (parameter hulls, then model tables);
-        None for a model without a native path (``footprints`` is then used)."""
+        None for a model without a native path (``footprints`` is then used), and for
+        subclasses of the built-in models (they may change the maths)."""
         return None
 
     def native_projection_args(self) -> tuple[int, list[float], list[Tensor]] | None:

@@ -219,9 +219,13 @@ class PinholeCamera(Camera):
         return box, empty, torch.zeros_like(empty)
 
     def native_footprint_args(self):
+        if type(self) not in (PinholeCamera, OpenCVCamera):
+            return None
         return self._native_args(0, clip_z=self.t_min * float(self._dirs[..., 2].min()))
 
     def native_projection_args(self):
+        if type(self) not in (PinholeCamera, OpenCVCamera):
+            return None
         k1, k2, p1, p2, k3 = self.distortion if self.distortion else [0.0] * 5
         return 0, [self.t_min, self.fx, self.fy, self.cx, self.cy, self._r_valid, k1, k2, p1, p2, k3], []
 
@@ -383,9 +387,13 @@ class FisheyeCamera(Camera):
         return self._sector_box(th0, th1, phi_a - dphi, phi_a + dphi, around_axis), empty, full
 
     def native_footprint_args(self):
+        if type(self) is not FisheyeCamera:
+            return None
         return self._native_args(1, theta_max=self._theta_max)
 
     def native_projection_args(self):
+        if type(self) is not FisheyeCamera:
+            return None
         return 1, [self.t_min, self.fx, self.fy, self.cx, self.cy, min(self._theta_max + 0.2, math.pi - 1e-3),
                    *self.distortion], []
 

@@ -292,11 +292,15 @@ class SpinningLidar(Lidar):
         return self._sweep_box(b, radius)
 
     def native_footprint_args(self):
+        if type(self) is not SpinningLidar:
+            return None
         return self._native_args(2, sign=self._sign, res=self._res, az0=self._az0,
                                  tables=(self._elev_sorted.double(), self._span_lo.to(torch.int32),
                                          self._span_hi.to(torch.int32)))
 
     def native_projection_args(self):
+        if type(self) is not SpinningLidar:
+            return None
         return 2, [self._res, self._sign, self._az0, float(self._monotone)], \
             [self._elev_sorted.double().contiguous(), self._perm.double() + 0.5, self._gap.double().contiguous()]
 
@@ -541,9 +545,13 @@ class SolidStateLidar(Lidar):
         return self._angle_box(angular_bounds(corners, centre, radius), radius)
 
     def native_footprint_args(self):
+        if type(self) is not SolidStateLidar:
+            return None
         return self._native_args(3)
 
     def native_projection_args(self):
+        if type(self) is not SolidStateLidar:
+            return None
         return 3, [self._h_half, self._v_half, self._h_res, self._v_res], []
 
     def _angle_box(self, b: dict[str, Tensor], radius: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -243,3 +243,14 @@ def test_moving_pose_index_matches_reference(name, monkeypatch):
     assert same.float().mean() > 0.995
     assert torch.equal(ok_n[same], ok_r[same]) and torch.equal(uv_n[same], uv_r[same])
     assert len(grid.cell_poses) > 1 and len(idx_n.unique()) > 3
+
+
+def test_subclasses_fall_back_to_the_reference():
+    class Tweaked(PinholeCamera):
+        def support_param_box(self, corners, centre, radius):
+            return super().support_param_box(corners, centre, radius)
+
+    cam = Tweaked(32, 24, 20.0, 20.0, 16.0, 12.0)
+    assert cam.native_footprint_args() is None and cam.native_projection_args() is None
+    assert not pipeline._use_native_prep(cam, torch.zeros(1, 3))
+    assert pipeline._use_native_prep(PinholeCamera(32, 24, 20.0, 20.0, 16.0, 12.0), torch.zeros(1, 3))

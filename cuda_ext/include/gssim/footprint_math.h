@@ -81,24 +81,29 @@ struct Record {
 
 // --- parameter box -> cells (Sensor.param_box_to_cells) ---------------------------------
 
-// First index with a[i] >= x (torch.searchsorted right=False); n when none.
+// First index with a[i] >= x (torch.searchsorted right=False); n when none.  Branch-free
+// halving (a select per step, no mispredictions); a NaN x gives 0.
 HOST_DEVICE inline int64_t lower_index(const double* a, int64_t n, double x) {
-  int64_t lo = 0, hi = n;
-  while (lo < hi) {
-    const int64_t mid = (lo + hi) / 2;
-    if (a[mid] < x) lo = mid + 1; else hi = mid;
+  if (n <= 0) return 0;
+  const double* base = a;
+  while (n > 1) {
+    const int64_t half = n / 2;
+    base = base[half] < x ? base + half : base;
+    n -= half;
   }
-  return lo;
+  return (base - a) + (*base < x ? 1 : 0);
 }
 
-// First index with a[i] > x (right=True); n when none.
+// First index with a[i] > x (right=True); n when none.  A NaN x gives 0.
 HOST_DEVICE inline int64_t upper_index(const double* a, int64_t n, double x) {
-  int64_t lo = 0, hi = n;
-  while (lo < hi) {
-    const int64_t mid = (lo + hi) / 2;
-    if (!(x < a[mid])) lo = mid + 1; else hi = mid;
+  if (n <= 0) return 0;
+  const double* base = a;
+  while (n > 1) {
+    const int64_t half = n / 2;
+    base = base[half] <= x ? base + half : base;
+    n -= half;
   }
-  return lo;
+  return (base - a) + (*base <= x ? 1 : 0);
 }
 
 // Columns whose hull meets [x0, x1], rows whose hull meets [y0, y1] (a NaN bound reaches
@@ -225,7 +230,8 @@ HOST_DEVICE inline ParamBox box_union(ParamBox a, ParamBox b) {
 // PinholeCamera.support_param_box: the exact box of the projected support ellipse where it
 // lies well in front of the camera, else the clipped rectangle's box.
 HOST_DEVICE inline ParamBox pinhole_support_box(const SensorDesc& s, const Support& sp) {
-  static constexpr int32_t QUAD_EDGES[4][2] = {{0, 1}, {1, 2}, {2, 3}, {3, 0}};
+  // Local tables, not static: device code cannot read host statics.
+  const int32_t QUAD_EDGES[4][2] = {{0, 1}, {1, 2}, {2, 3}, {3, 0}};
   const DVec3 m = sp.centre;
   const DVec3 a = 0.5 * (sp.corners[0] - sp.corners[3]);
   const DVec3 b = 0.5 * (sp.corners[0] - sp.corners[1]);
@@ -298,7 +304,7 @@ HOST_DEVICE inline ParamBox pinhole_moving_box(const SensorDesc& s, const Suppor
   ParamBox box{0, 0, 0, 0, true, false};
   if (cone_maybe) box = box_union(box, cone_box(w, beta_hi));
   if (poly_maybe) {
-    static constexpr int32_t EDGES[80][2] = {
+    const int32_t EDGES[80][2] = {
 #define GSSIM_QE(a, b) {a * 8 + 0, b * 8 + 0}, {a * 8 + 1, b * 8 + 1}, {a * 8 + 2, b * 8 + 2}, {a * 8 + 3, b * 8 + 3}, \
                        {a * 8 + 4, b * 8 + 4}, {a * 8 + 5, b * 8 + 5}, {a * 8 + 6, b * 8 + 6}, {a * 8 + 7, b * 8 + 7}
         GSSIM_QE(0, 1), GSSIM_QE(1, 2), GSSIM_QE(2, 3), GSSIM_QE(3, 0),
