@@ -378,12 +378,14 @@ HOST_DEVICE inline AngularBounds angular_bounds(const Support& sp) {
   const double near = cap.dist - sp.radius - 2.0 * slack;
   const double tilt = near > 0.0 ? asin_bound(slack / near) + 1e-15 : PI_D;
   const DVec3* P = sp.corners;
+  double rxy[4];
+  for (int k = 0; k < 4; ++k) rxy[k] = sqrt(P[k].x * P[k].x + P[k].y * P[k].y);
   // Does the z axis cross the rectangle (its xy shadow holds the origin)?  Within rounding.
   bool pos = true, neg = true;
   for (int k = 0; k < 4; ++k) {
     const DVec3 p = P[k], q = P[(k + 1) & 3];
     const double cr = p.x * q.y - p.y * q.x;
-    const double tol = 2.0 * slack * (hypot(p.x, p.y) + hypot(q.x, q.y)) + 4.0 * slack * slack +
+    const double tol = 2.0 * slack * (rxy[k] + rxy[(k + 1) & 3]) + 4.0 * slack * slack +
                        1e-15 * (fabs(p.x * q.y) + fabs(p.y * q.x));
     pos = pos && cr >= -tol;
     neg = neg && cr <= tol;
@@ -409,8 +411,7 @@ HOST_DEVICE inline AngularBounds angular_bounds(const Support& sp) {
   for (int k = 0; k < 4; ++k) {
     const double len = dmax(dnorm(P[k]), 1e-300);
     U[k] = (1.0 / len) * P[k];
-    const double rxy = hypot(P[k].x, P[k].y);
-    const double t_az = rxy > slack ? asin_bound(slack / (rxy - slack)) : PI_D;
+    const double t_az = rxy[k] > slack ? asin_bound(slack / (rxy[k] - slack)) : PI_D;
     const double off = atan2(c.x * P[k].y - c.y * P[k].x, c.x * P[k].x + c.y * P[k].y);
     off_lo = dmin(off_lo, off - t_az);
     off_hi = dmax(off_hi, off + t_az);
@@ -480,9 +481,8 @@ HOST_DEVICE inline ParamBox sector_box(double th0, double th1, double phi0, doub
     }
   const double width = phi1 - phi0;
   auto within = [&](double axis_angle) {
-    double r = fmod(axis_angle - phi0, TWO_PI_D);
-    if (r < 0) r += TWO_PI_D;
-    return r <= width + 1e-12;
+    const double a = axis_angle - phi0;
+    return a - TWO_PI_D * floor(a / TWO_PI_D) <= width + 1e-12;
   };
   if (within(0.0)) b.x1 = th1;
   if (within(PI_D / 2)) b.y1 = th1;
