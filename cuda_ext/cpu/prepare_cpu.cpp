@@ -31,7 +31,8 @@ double record_need(const PrepMotion& m, const Record& r, double f) {
 // in: grown over the readout span its own cells cover until they need no more (at most
 // five passes, the last over the whole readout).  A surfel out of view from that pose, or
 // one the motion sweeps faster than the readout (or over a periodic sensor's seam), gets
-// the whole readout.
+// the whole readout.  "Out of view" is decided as the reference would on its float32
+// copy: by inner bounds, so a surfel it may not see gets the whole readout here too.
 int moving_records(const SensorDesc& sensor, const PrepMotion& m, const Support& sp, double f, bool vis,
                    double mx, double my, double fr, Record* out) {
   const double near = dmax(dnorm(sp.centre) - sp.radius - sp.slack, 1e-9);
@@ -43,7 +44,13 @@ int moving_records(const SensorDesc& sensor, const PrepMotion& m, const Support&
     const int n = surfel_records(sensor, sp, vis, mx, my, fr, attempt > 0, m.translation * span,
                                  m.rotation * span, out);
     if (last) return n;
-    double need = (attempt == 0 && n == 0) ? 1.0 : 0.0;
+    double need = 0.0;
+    if (attempt == 0) {
+      Support inner = sp;
+      inner.slack = -sp.slack;
+      Record unused[MAX_RECORDS];
+      if (n == 0 || surfel_records(sensor, inner, vis, mx, my, fr, false, 0.0, 0.0, unused) == 0) need = 1.0;
+    }
     for (int k = 0; k < n; ++k) {
       bool overtaken;
       if (m.periodic) {

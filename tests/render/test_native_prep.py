@@ -254,3 +254,12 @@ def test_subclasses_fall_back_to_the_reference():
     assert cam.native_footprint_args() is None and cam.native_projection_args() is None
     assert not pipeline._use_native_prep(cam, torch.zeros(1, 3))
     assert pipeline._use_native_prep(PinholeCamera(32, 24, 20.0, 20.0, 16.0, 12.0), torch.zeros(1, 3))
+
+
+def test_moving_surfel_the_reference_may_not_see_gets_the_whole_readout(monkeypatch):
+    # Surfel 1353 lies just off the image from its own pose: the reference sees no cell and
+    # grows it over the whole readout; wider native bounds saw one and stopped early.
+    sensor = MOVING["opencv"]()
+    T = pose(16, False)
+    surfels = random_surfels(1500, 16, T, False)
+    check_contains(surfels, sensor, build_rays(sensor, T, moved(T, 16)), monkeypatch)

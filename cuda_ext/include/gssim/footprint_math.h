@@ -4,10 +4,11 @@
 //
 // The torch reference (gssim/sensors/*.py) is the oracle: every function here mirrors one
 // there and makes the same decisions, but never a smaller box.  The reference works on
-// float32 sensor-frame corners; each of its points may sit up to `slack` metres off ours
+// float32 sensor-frame corners; each of its points may sit up to |slack| metres off ours
 // (float32 rounding of world coordinates and the pose), so bounds here are widened by
 // the angle or parameter shift such an offset can cause, and threshold decisions that a
-// rounding could flip take the wider branch.
+// rounding could flip take the wider branch.  A negative slack turns every margin the
+// other way: boxes then hold only cells the reference's hold too (an inner bound).
 #pragma once
 
 #include <cmath>
@@ -61,8 +62,11 @@ struct SensorDesc {
 struct Support {
   DVec3 corners[4];
   DVec3 centre;
-  double radius, slack;
+  double radius, slack;  // slack < 0: inner bounds (see the top of this file)
 };
+
+// +1 for outer bounds, -1 for inner ones.
+HOST_DEVICE inline double margin_sign(double slack) { return slack < 0.0 ? -1.0 : 1.0; }
 
 struct ParamBox {
   double x0, x1, y0, y1;
@@ -108,9 +112,10 @@ HOST_DEVICE inline int64_t upper_index(const double* a, int64_t n, double x) {
 
 // Columns whose hull meets [x0, x1], rows whose hull meets [y0, y1] (a NaN bound reaches
 // the whole grid).  Widened by PARAM_EPS as the reference, and by a rounding's worth more.
-HOST_DEVICE inline CellBox param_box_to_cells(const SensorDesc& s, ParamBox b) {
-  const double ex0 = PARAM_EPS + 1e-12 * fabs(b.x0), ex1 = PARAM_EPS + 1e-12 * fabs(b.x1);
-  const double ey0 = PARAM_EPS + 1e-12 * fabs(b.y0), ey1 = PARAM_EPS + 1e-12 * fabs(b.y1);
+HOST_DEVICE inline CellBox param_box_to_cells(const SensorDesc& s, ParamBox b, double sgn) {
+  const double e = 1e-12 * sgn;
+  const double ex0 = PARAM_EPS + e * fabs(b.x0), ex1 = PARAM_EPS + e * fabs(b.x1);
+  const double ey0 = PARAM_EPS + e * fabs(b.y0), ey1 = PARAM_EPS + e * fabs(b.y1);
   CellBox c;
   c.c0 = lower_index(s.col_hi, s.cols, b.x0 - ex0);
   c.c1 = upper_index(s.col_lo, s.cols, b.x1 + ex1) - 1;
@@ -125,8 +130,8 @@ HOST_DEVICE inline CellBox param_box_to_cells(const SensorDesc& s, ParamBox b) {
 
 // Cells whose centre lies within the low-pass filter radius fr of the projected centre
 // (col mx, row my), plus CELL_EPS (and the float32 rounding of fr).
-HOST_DEVICE inline CellBox filter_disc(double mx, double my, double fr, int64_t clamp_hi) {
-  fr = fr + CELL_EPS + 1e-6 * (1.0 + fr);
+HOST_DEVICE inline CellBox filter_disc(double mx, double my, double fr, int64_t clamp_hi, double sgn) {
+  fr = fr + CELL_EPS + sgn * 1e-6 * (1.0 + fr);
   const double lim_lo = -1.0, lim_hi = static_cast<double>(clamp_hi);
   return CellBox{static_cast<int64_t>(dclamp(ceil(my - fr - 0.5), lim_lo, lim_hi)),
                  static_cast<int64_t>(dclamp(floor(my + fr - 0.5), lim_lo, lim_hi)),
@@ -143,13 +148,13 @@ HOST_DEVICE inline CellBox box_union(CellBox a, CellBox b) {
 // none when `empty`) united with the filter disc (when valid), clipped to the grid.
 // Returns whether the record is non-empty.
 HOST_DEVICE inline bool generic_record(const SensorDesc& s, ParamBox b, bool disc_valid, double mx, double my,
-                                       double fr, Record& rec) {
+                                       double fr, double sgn, Record& rec) {
   const CellBox none{s.rows, -1, s.cols, -1};
-  CellBox c = param_box_to_cells(s, b);
+  CellBox c = param_box_to_cells(s, b, sgn);
   if (b.full) c = CellBox{0, s.rows - 1, 0, s.cols - 1};
   if ((b.empty && !b.full) || c.r0 > c.r1 || c.c0 > c.c1) c = none;
   const int64_t clamp_hi = (s.rows > s.cols ? s.rows : s.cols) + 1;
-  if (disc_valid) c = box_union(c, filter_disc(mx, my, fr, clamp_hi));
+  if (disc_valid) c = box_union(c, filter_disc(mx, my, fr, clamp_hi, sgn));
   rec.r0 = c.r0 > 0 ? c.r0 : 0;
   rec.r1 = c.r1 < s.rows - 1 ? c.r1 : s.rows - 1;
   rec.c0 = c.c0 > 0 ? c.c0 : 0;
@@ -163,7 +168,8 @@ HOST_DEVICE inline bool generic_record(const SensorDesc& s, ParamBox b, bool dis
 // Box x0, x1 (i = 0) or y0, y1 (i = 1) on z = 1 of the central projection of the ellipse
 // m + a cos s + b sin s (_conic_box), widened by the reference's float32 rounding of the
 // quadratic's coefficients (its root may sit on a cancellation, hence the sqrt term).
-HOST_DEVICE inline void conic_extent(DVec3 m, DVec3 a, DVec3 b, double A, int i, double& lo, double& hi) {
+HOST_DEVICE inline void conic_extent(DVec3 m, DVec3 a, DVec3 b, double A, int i, double sgn, double& lo,
+                                     double& hi) {
   const double mi = i == 0 ? m.x : m.y, ai = i == 0 ? a.x : a.y, bi = i == 0 ? b.x : b.y;
   const double B = mi * m.z - ai * a.z - bi * b.z;
   const double C = mi * mi - ai * ai - bi * bi;
@@ -172,10 +178,10 @@ HOST_DEVICE inline void conic_extent(DVec3 m, DVec3 a, DVec3 b, double A, int i,
   const double eC = F32_EPS * (mi * mi + ai * ai + bi * bi);
   const double disc = B * B - A * C;
   const double e_disc = 2.0 * fabs(B) * eB + fabs(A) * eC + fabs(C) * eA + F32_EPS * (B * B + fabs(A * C));
-  const double root = sqrt(dmax(disc, 0.0) + e_disc);
+  const double root = sqrt(dmax(dmax(disc, 0.0) + sgn * e_disc, 0.0));
   lo = (B - root) / A;
   hi = (B + root) / A;
-  const double e_ext = (eB + dmax(fabs(lo), fabs(hi)) * eA) / A;
+  const double e_ext = sgn * (eB + dmax(fabs(lo), fabs(hi)) * eA) / A;
   lo -= e_ext;
   hi += e_ext;
 }
@@ -191,13 +197,14 @@ HOST_DEVICE inline void widen(ParamBox& b, double mx, double my) {
 // X - L z >= 0, linear in the point, so its worst point is a vertex.
 HOST_DEVICE inline ParamBox clipped_polytope_box(const DVec3* v, int nv, const int32_t (*edges)[2], int ne,
                                                  double clip_z, double slack) {
-  const double zc = clip_z - slack;
-  if (!(zc > 2.0 * slack)) return ParamBox{-INF_D, INF_D, -INF_D, INF_D, false, false};
+  const double zc = clip_z - slack, sgn = margin_sign(slack), mag = fabs(slack);
+  if (!(zc > 2.0 * mag)) return ParamBox{-INF_D, INF_D, -INF_D, INF_D, false, false};
   ParamBox b{INF_D, -INF_D, INF_D, -INF_D, false, false};
   bool any = false;
   auto add = [&](DVec3 p) {
-    const double x = p.x / p.z, y = p.y / p.z, g = 1.01 * slack / (p.z - slack);
-    const double mx = g * (1.0 + fabs(x)) + F32_EPS * fabs(x), my = g * (1.0 + fabs(y)) + F32_EPS * fabs(y);
+    const double x = p.x / p.z, y = p.y / p.z, g = 1.01 * slack / (p.z - mag);
+    const double mx = g * (1.0 + fabs(x)) + sgn * F32_EPS * fabs(x);
+    const double my = g * (1.0 + fabs(y)) + sgn * F32_EPS * fabs(y);
     b.x0 = dmin(b.x0, x - mx), b.x1 = dmax(b.x1, x + mx), b.y0 = dmin(b.y0, y - my), b.y1 = dmax(b.y1, y + my);
     any = true;
   };
@@ -240,21 +247,21 @@ HOST_DEVICE inline ParamBox pinhole_support_box(const SensorDesc& s, const Suppo
   const double z_min = m.z - ab_z;
   // Three offsets (m, a, b) of `slack` each move an ellipse point by at most 3 slack, and
   // the reference's A by its rounding and what the offsets change.
-  const double off = 3.0 * sp.slack;
-  const double eA = F32_EPS * (m.z * m.z + ab_z * ab_z) + 2.0 * off * (fabs(m.z) + ab_z) + off * off;
-  if (m.z > 0.0 && A > 1e-3 * m.z * m.z && A > 1e-9 + eA && z_min > 2.0 * off) {
+  const double off = 3.0 * sp.slack, mag = fabs(off), sgn = margin_sign(off);
+  const double eA = F32_EPS * (m.z * m.z + ab_z * ab_z) + 2.0 * mag * (fabs(m.z) + ab_z) + off * off;
+  if (m.z > 0.0 && A > 1e-3 * m.z * m.z && A > 1e-9 + eA && z_min > 2.0 * mag) {
     ParamBox box{0, 0, 0, 0, false, false};
-    conic_extent(m, a, b, A, 0, box.x0, box.x1);
-    conic_extent(m, a, b, A, 1, box.y0, box.y1);
+    conic_extent(m, a, b, A, 0, sgn, box.x0, box.x1);
+    conic_extent(m, a, b, A, 1, sgn, box.y0, box.y1);
     // Each side by the shift its own extreme can take (see clipped_polytope_box).
-    const double g = 1.01 * off / (z_min - off);
+    const double g = 1.01 * off / (z_min - mag);
     box.x0 -= g * (1.0 + fabs(box.x0)), box.x1 += g * (1.0 + fabs(box.x1));
     box.y0 -= g * (1.0 + fabs(box.y0)), box.y1 += g * (1.0 + fabs(box.y1));
     return box;
   }
   // The reference may still bound it as a conic, one close to the camera plane and so
   // ill-conditioned in float32: every cell.
-  if (m.z > -sp.slack && A + eA > 1e-9) return ParamBox{-INF_D, INF_D, -INF_D, INF_D, false, false};
+  if (m.z > -mag && A + eA > 1e-9) return ParamBox{-INF_D, INF_D, -INF_D, INF_D, false, false};
   // Behind the camera plane (the reference: every corner at z <= 0): nothing.
   bool behind = true;
   for (int k = 0; k < 4; ++k) behind = behind && sp.corners[k].z <= -sp.slack;
@@ -276,8 +283,8 @@ HOST_DEVICE inline ParamBox cone_box(DVec3 w, double beta) {
   const DVec3 a = tb * u, b = tb * v;
   const double A = dmax(w.z * w.z - a.z * a.z - b.z * b.z, 1e-12);
   ParamBox box{0, 0, 0, 0, false, false};
-  conic_extent(w, a, b, A, 0, box.x0, box.x1);
-  conic_extent(w, a, b, A, 1, box.y0, box.y1);
+  conic_extent(w, a, b, A, 0, 1.0, box.x0, box.x1);
+  conic_extent(w, a, b, A, 1, 1.0, box.y0, box.y1);
   return box;
 }
 
@@ -352,7 +359,7 @@ HOST_DEVICE inline Cap spherical_cap(DVec3 c, double radius, double slack, doubl
   k.dist = dnorm(c);
   k.inside = k.dist <= r * 1.0001 + 1e-9;
   const double d = dmax(k.dist, 1e-12);
-  k.beta = asin(dmin(r / d, 1.0)) + ANGLE_EPS + rotation;
+  k.beta = asin(dclamp(r / d, -1.0, 1.0)) + ANGLE_EPS + rotation;
   k.az = atan2(c.y, c.x);
   k.el = asin(dclamp(c.z / d, -1.0, 1.0));
   const double ratio = sin(dmin(k.beta, PI_D / 2)) / dmax(cos(k.el), 1e-12);
@@ -372,11 +379,11 @@ HOST_DEVICE inline AngularBounds angular_bounds(const Support& sp) {
   o.az_c = cap.az;
   o.radius = sp.radius + 2.0 * sp.slack;
   o.inside = cap.inside;
-  const double slack = sp.slack;
+  const double slack = sp.slack, mag = fabs(slack), sgn = margin_sign(slack);
   // Nearest point of the support: at least dist - radius away; what an offset of slack
   // turns a direction there by.
-  const double near = cap.dist - sp.radius - 2.0 * slack;
-  const double tilt = near > 0.0 ? asin_bound(slack / near) + 1e-15 : PI_D;
+  const double near = cap.dist - sp.radius - 2.0 * mag;
+  const double tilt = sgn * (near > 0.0 ? asin_bound(mag / near) + 1e-15 : PI_D);
   const DVec3* P = sp.corners;
   double rxy[4];
   for (int k = 0; k < 4; ++k) rxy[k] = sqrt(P[k].x * P[k].x + P[k].y * P[k].y);
@@ -385,8 +392,8 @@ HOST_DEVICE inline AngularBounds angular_bounds(const Support& sp) {
   for (int k = 0; k < 4; ++k) {
     const DVec3 p = P[k], q = P[(k + 1) & 3];
     const double cr = p.x * q.y - p.y * q.x;
-    const double tol = 2.0 * slack * (rxy[k] + rxy[(k + 1) & 3]) + 4.0 * slack * slack +
-                       1e-15 * (fabs(p.x * q.y) + fabs(p.y * q.x));
+    const double tol = sgn * (2.0 * mag * (rxy[k] + rxy[(k + 1) & 3]) + 4.0 * mag * mag +
+                              1e-15 * (fabs(p.x * q.y) + fabs(p.y * q.x)));
     pos = pos && cr >= -tol;
     neg = neg && cr <= tol;
   }
@@ -396,10 +403,10 @@ HOST_DEVICE inline AngularBounds angular_bounds(const Support& sp) {
   const double nn = dmax(dnorm(nrm), 1e-300);
   // How far offsets of slack can tilt the rectangle's normal (rad, about).
   const double len1 = dnorm(e1), len3 = dnorm(e3);
-  const double ang_n = (len1 > 0.0 && len3 > 0.0) ? 2.0 * slack * (1.0 / len1 + 1.0 / len3) : INF_D;
+  const double ang_n = (len1 > 0.0 && len3 > 0.0) ? 2.0 * slack * (1.0 / len1 + 1.0 / len3) : sgn * INF_D;
   const bool flat = fabs(nrm.z) <= (1e-12 + 2.0 * ang_n) * nn;
   const double z0 = flat ? 0.0 : ddot(nrm, P[0]) / nrm.z;
-  const double tol_z = flat ? 0.0 : 2.0 * (slack + ang_n * dnorm(P[0])) * nn / fabs(nrm.z) + 1e-12 * fabs(z0);
+  const double tol_z = flat ? 0.0 : 2.0 * (slack + ang_n * dnorm(P[0])) * nn / fabs(nrm.z) + sgn * 1e-12 * fabs(z0);
   const bool up = on_axis && (flat || z0 >= -tol_z);
   const bool down = on_axis && (flat || z0 <= tol_z);
   // Corners, and the interior extremes of the edges' great-circle arcs; elevations are
@@ -411,7 +418,7 @@ HOST_DEVICE inline AngularBounds angular_bounds(const Support& sp) {
   for (int k = 0; k < 4; ++k) {
     const double len = dmax(dnorm(P[k]), 1e-300);
     U[k] = (1.0 / len) * P[k];
-    const double t_az = rxy[k] > slack ? asin_bound(slack / (rxy[k] - slack)) : PI_D;
+    const double t_az = sgn * (rxy[k] > mag ? asin_bound(mag / (rxy[k] - mag)) : PI_D);
     const double off = atan2(c.x * P[k].y - c.y * P[k].x, c.x * P[k].x + c.y * P[k].y);
     off_lo = dmin(off_lo, off - t_az);
     off_hi = dmax(off_hi, off + t_az);
@@ -426,7 +433,7 @@ HOST_DEVICE inline AngularBounds angular_bounds(const Support& sp) {
     const double sin2 = dmax(1.0 - cpq * cpq, 1e-300);
     const double z_top = sqrt(dclamp(1.0 - mz * mz / sin2, 0.0, 1.0));
     // The reference's arc may hold the extreme where ours just misses it: tolerance tilt.
-    const double tol = 4.0 * tilt + 1e-12;
+    const double tol = 4.0 * tilt + sgn * 1e-12;
     const bool arc = sin2 > 1e-20 * 0.5;
     if (arc && tp > -tol && tq > -tol) z_hi = dmax(z_hi, z_top);
     if (arc && tp < tol && tq < tol) z_lo = dmin(z_lo, -z_top);
@@ -470,7 +477,8 @@ HOST_DEVICE inline AngularBounds moving_cap_bounds(const Support& sp, double tra
 
 // Box of the equidistant parameters theta (cos phi, sin phi) over the annular sector
 // theta in [th0, th1], phi in [phi0, phi1] (a disc of radius th1 when around_axis).
-HOST_DEVICE inline ParamBox sector_box(double th0, double th1, double phi0, double phi1, bool around_axis) {
+HOST_DEVICE inline ParamBox sector_box(double th0, double th1, double phi0, double phi1, bool around_axis,
+                                       double sgn) {
   if (around_axis) return ParamBox{-th1, th1, -th1, th1, false, false};
   ParamBox b{INF_D, -INF_D, INF_D, -INF_D, false, false};
   const double ths[2] = {th0, th1}, phis[2] = {phi0, phi1};
@@ -482,13 +490,13 @@ HOST_DEVICE inline ParamBox sector_box(double th0, double th1, double phi0, doub
   const double width = phi1 - phi0;
   auto within = [&](double axis_angle) {
     const double a = axis_angle - phi0;
-    return a - TWO_PI_D * floor(a / TWO_PI_D) <= width + 1e-12;
+    return a - TWO_PI_D * floor(a / TWO_PI_D) <= width + sgn * 1e-12;
   };
   if (within(0.0)) b.x1 = th1;
   if (within(PI_D / 2)) b.y1 = th1;
   if (within(PI_D)) b.x0 = -th1;
   if (within(-PI_D / 2)) b.y0 = -th1;
-  const double e = 1e-12 * (1.0 + th1);
+  const double e = sgn * 1e-12 * (1.0 + th1);
   widen(b, e, e);
   return b;
 }
@@ -498,7 +506,7 @@ HOST_DEVICE inline ParamBox fisheye_support_box(const SensorDesc& s, const Suppo
   const double th0 = dmax(PI_D / 2 - b.el_hi, 0.0);
   const double th1 = dmin(PI_D / 2 - b.el_lo, PI_D);
   const bool around_axis = b.whole_turn || th0 <= 0.0 || th1 >= PI_D;
-  ParamBox box = sector_box(th0, th1, b.az_lo, b.az_hi, around_axis);
+  ParamBox box = sector_box(th0, th1, b.az_lo, b.az_hi, around_axis, margin_sign(sp.slack));
   box.full = b.inside;
   box.empty = th0 > s.theta_max + 1e-6 && !box.full;
   return box;
@@ -518,7 +526,7 @@ HOST_DEVICE inline ParamBox fisheye_moving_box(const SensorDesc& s, const Suppor
   const double sin_ratio = sin(beta) / dmax(sin(theta_a), 1e-12);
   const bool around_axis = theta_a <= beta || sin_ratio >= 1.0 || th1 >= PI_D;
   const double dphi = asin(dmin(sin_ratio, 1.0)) + 1e-12;
-  ParamBox box = sector_box(th0, th1, phi_a - dphi, phi_a + dphi, around_axis);
+  ParamBox box = sector_box(th0, th1, phi_a - dphi, phi_a + dphi, around_axis, 1.0);
   box.full = full;
   box.empty = th0 > s.theta_max + 1e-6 && !full;
   return box;
@@ -548,7 +556,7 @@ HOST_DEVICE inline double sweep_angle(const SensorDesc& s, double az) {
 // -> contiguous row span), columns unwrapped around the projected centre and united with
 // the filter disc, cut at the seam into at most three records (shift 0, +A, -A).
 HOST_DEVICE inline int spinning_records(const SensorDesc& s, const AngularBounds& b, bool mvalid, double mx,
-                                        double my, double fr, Record* out) {
+                                        double my, double fr, double sgn, Record* out) {
   const int64_t B = s.rows, A = s.cols;
   if (!mvalid) mx = my = 0.0;
   const bool cap_ok = !range_empty(s, b.dist, b.radius) || b.inside;
@@ -568,7 +576,7 @@ HOST_DEVICE inline int spinning_records(const SensorDesc& s, const AngularBounds
   const double c0 = ceil(cc + o_lo / s.res - 0.5), c1 = floor(cc + o_hi / s.res - 0.5);
   const bool cap = has_rows && c0 <= c1 && cap_ok;
   const bool whole_turn = b.whole_turn && cap;
-  const double f = fr + CELL_EPS + 1e-6 * (1.0 + fr);
+  const double f = fr + CELL_EPS + sgn * 1e-6 * (1.0 + fr);
   const double dr0 = ceil(my - f - 0.5), dr1 = floor(my + f - 0.5);
   const double dc0 = ceil(mx - f - 0.5), dc1 = floor(mx + f - 0.5);
   const bool disc = mvalid && dr1 >= 0 && dr0 <= static_cast<double>(B - 1);
@@ -600,7 +608,7 @@ HOST_DEVICE inline int surfel_records(const SensorDesc& s, const Support& sp, bo
                                       double fr, bool moving, double translation, double rotation, Record* out) {
   if (s.model == MODEL_SPINNING) {
     const AngularBounds b = moving ? moving_cap_bounds(sp, translation, rotation) : angular_bounds(sp);
-    return spinning_records(s, b, mvalid, mx, my, fr, out);
+    return spinning_records(s, b, mvalid, mx, my, fr, margin_sign(sp.slack), out);
   }
   ParamBox box;
   if (s.model == MODEL_PINHOLE) {
@@ -610,7 +618,7 @@ HOST_DEVICE inline int surfel_records(const SensorDesc& s, const Support& sp, bo
   } else {
     box = solid_state_box(s, moving ? moving_cap_bounds(sp, translation, rotation) : angular_bounds(sp));
   }
-  return generic_record(s, box, mvalid, mx, my, fr, out[0]) ? 1 : 0;
+  return generic_record(s, box, mvalid, mx, my, fr, margin_sign(sp.slack), out[0]) ? 1 : 0;
 }
 
 }  // namespace gssim
