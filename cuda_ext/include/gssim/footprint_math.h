@@ -198,7 +198,8 @@ HOST_DEVICE inline void widen(ParamBox& b, double mx, double my) {
 HOST_DEVICE inline ParamBox clipped_polytope_box(const DVec3* v, int nv, const int32_t (*edges)[2], int ne,
                                                  double clip_z, double slack) {
   const double zc = clip_z - slack, sgn = margin_sign(slack), mag = fabs(slack);
-  if (!(zc > 2.0 * mag)) return ParamBox{-INF_D, INF_D, -INF_D, INF_D, false, false};
+  if (!(zc > 2.0 * mag)) return sgn > 0 ? ParamBox{-INF_D, INF_D, -INF_D, INF_D, false, false}
+                                        : ParamBox{0.0, 0.0, 0.0, 0.0, true, false};
   ParamBox b{INF_D, -INF_D, INF_D, -INF_D, false, false};
   bool any = false;
   auto add = [&](DVec3 p) {
@@ -260,8 +261,9 @@ HOST_DEVICE inline ParamBox pinhole_support_box(const SensorDesc& s, const Suppo
     return box;
   }
   // The reference may still bound it as a conic, one close to the camera plane and so
-  // ill-conditioned in float32: every cell.
-  if (m.z > -mag && A + eA > 1e-9) return ParamBox{-INF_D, INF_D, -INF_D, INF_D, false, false};
+  // ill-conditioned in float32: every cell (inner bounds: none).
+  if (m.z > -mag && A + eA > 1e-9) return sgn > 0 ? ParamBox{-INF_D, INF_D, -INF_D, INF_D, false, false}
+                                                  : ParamBox{0.0, 0.0, 0.0, 0.0, true, false};
   // Behind the camera plane (the reference: every corner at z <= 0): nothing.
   bool behind = true;
   for (int k = 0; k < 4; ++k) behind = behind && sp.corners[k].z <= -sp.slack;
