@@ -27,6 +27,23 @@ double record_need(const PrepMotion& m, const Record& r, double f) {
   return dmax(fabs(f - lo), fabs(hi - f));
 }
 
+// Whether the reference certainly gives a surfel a cell from its own pose: its filter disc
+// (shrunk by our rounding margin) holds a cell of the grid, or the inner bounds of its
+// support do.
+bool surely_seen(const SensorDesc& sensor, const Support& sp, bool vis, double mx, double my, double fr) {
+  if (vis) {
+    const CellBox d = filter_disc(mx, my, fr, (sensor.rows > sensor.cols ? sensor.rows : sensor.cols) + 1, -1.0);
+    const bool rows = d.r0 <= d.r1 && d.r1 >= 0 && d.r0 <= sensor.rows - 1;
+    // A periodic sensor's columns wrap around: any column interval holds cells.
+    const bool cols = d.c0 <= d.c1 && (sensor.model == MODEL_SPINNING || (d.c1 >= 0 && d.c0 <= sensor.cols - 1));
+    if (rows && cols) return true;
+  }
+  Support inner = sp;
+  inner.slack = -sp.slack;
+  Record unused[MAX_RECORDS];
+  return surfel_records(sensor, inner, vis, mx, my, fr, false, 0.0, 0.0, unused) > 0;
+}
+
 // Records of a surfel on a moving sensor, seen from the pose of the cell its centre lands
 // in: grown over the readout span its own cells cover until they need no more (at most
 // five passes, the last over the whole readout).  A surfel out of view from that pose, or
@@ -45,12 +62,7 @@ int moving_records(const SensorDesc& sensor, const PrepMotion& m, const Support&
                                  m.rotation * span, out);
     if (last) return n;
     double need = 0.0;
-    if (attempt == 0) {
-      Support inner = sp;
-      inner.slack = -sp.slack;
-      Record unused[MAX_RECORDS];
-      if (n == 0 || surfel_records(sensor, inner, vis, mx, my, fr, false, 0.0, 0.0, unused) == 0) need = 1.0;
-    }
+    if (attempt == 0 && (n == 0 || !surely_seen(sensor, sp, vis, mx, my, fr))) need = 1.0;
     for (int k = 0; k < n; ++k) {
       bool overtaken;
       if (m.periodic) {
