@@ -27,58 +27,64 @@ double record_need(const PrepMotion& m, const Record& r, double f) {
   return dmax(fabs(f - lo), fabs(hi - f));
 }
 
-// Whether the reference certainly gives a surfel a cell from its own pose: its filter disc
-// (shrunk by our rounding margin) holds a cell of the grid, or the inner bounds of its
-// support do.
-bool surely_seen(const SensorDesc& sensor, const Support& sp, bool vis, double mx, double my, double fr) {
-  if (vis) {
-    const CellBox d = filter_disc(mx, my, fr, (sensor.rows > sensor.cols ? sensor.rows : sensor.cols) + 1, -1.0);
-    const bool rows = d.r0 <= d.r1 && d.r1 >= 0 && d.r0 <= sensor.rows - 1;
-    // A periodic sensor's columns wrap around: any column interval holds cells.
-    const bool cols = d.c0 <= d.c1 && (sensor.model == MODEL_SPINNING || (d.c1 >= 0 && d.c0 <= sensor.cols - 1));
-    if (rows && cols) return true;
+// The need of one pass: how far from the surfel's own readout fraction f the cells of its
+// records are taken, or the whole readout (max(f, 1 - f)) for records the motion may
+// carry over a periodic sensor's seam, or when it sweeps faster than the readout.
+double pass_need(const SensorDesc& sensor, const PrepMotion& m, const Record* rec, int n, double f, double sway) {
+  double need = 0.0;
+  for (int k = 0; k < n; ++k) {
+    bool overtaken;
+    if (m.periodic) {
+      const double reach = sway / m.column_angle + 2.0;
+      overtaken = static_cast<double>(rec[k].c0) - reach <= 0.0 ||
+                  static_cast<double>(rec[k].c1) + reach >= static_cast<double>(sensor.cols - 1);
+    } else {
+      overtaken = sway >= 0.5 * m.readout_angle;
+    }
+    need = dmax(need, overtaken ? dmax(f, 1.0 - f) : record_need(m, rec[k], f));
   }
-  Support inner = sp;
-  inner.slack = -sp.slack;
-  Record unused[MAX_RECORDS];
-  return surfel_records(sensor, inner, vis, mx, my, fr, false, 0.0, 0.0, unused) > 0;
+  return need;
 }
 
-// Records of a surfel on a moving sensor, seen from the pose of the cell its centre lands
-// in: grown over the readout span its own cells cover until they need no more (at most
-// five passes, the last over the whole readout).  A surfel out of view from that pose, or
-// one the motion sweeps faster than the readout (or over a periodic sensor's seam), gets
-// the whole readout.  "Out of view" is decided as the reference would on its float32
-// copy: by inner bounds, so a surfel it may not see gets the whole readout here too.
+// Records of a surfel on a moving sensor (Python: _moving_footprints), seen from the pose
+// of the cell its centre lands in: grown over the readout span its own cells cover until
+// they need no more (at most five passes, the last over the whole readout).  A surfel out
+// of view from that pose gets the whole readout.
+//
+// The reference takes these decisions on its float32 copy, and its span sequence is not
+// monotone in the records (a larger first need can stop it earlier, at a smaller span).
+// So we follow a bracket of its spans: lo from inner records (cells it surely has), hi
+// from outer ones, and stop only once it has surely stopped (outer need <= lo), with the
+// outer records at hi, which hold its records at any span up to hi.
 int moving_records(const SensorDesc& sensor, const PrepMotion& m, const Support& sp, double f, bool vis,
                    double mx, double my, double fr, Record* out) {
-  const double near = dmax(dnorm(sp.centre) - sp.radius - sp.slack, 1e-9);
-  const double sway = m.rotation + asin(dmin(m.translation / near, 1.0));
-  double span = 0.0;
-  for (int attempt = 0; attempt < 5; ++attempt) {
-    const bool last = attempt == 4;
-    if (last) span = 1.0;
-    const int n = surfel_records(sensor, sp, vis, mx, my, fr, attempt > 0, m.translation * span,
-                                 m.rotation * span, out);
-    if (last) return n;
-    double need = 0.0;
-    if (attempt == 0 && (n == 0 || !surely_seen(sensor, sp, vis, mx, my, fr))) need = 1.0;
-    for (int k = 0; k < n; ++k) {
-      bool overtaken;
-      if (m.periodic) {
-        const double reach = sway / m.column_angle + 2.0;
-        overtaken = static_cast<double>(out[k].c0) - reach <= 0.0 ||
-                    static_cast<double>(out[k].c1) + reach >= static_cast<double>(sensor.cols - 1);
-      } else {
-        overtaken = sway >= 0.5 * m.readout_angle;
-      }
-      need = dmax(need, overtaken ? dmax(f, 1.0 - f) : record_need(m, out[k], f));
+  Support inner = sp;
+  inner.slack = -sp.slack;
+  const double mag = fabs(sp.slack), dist = dnorm(sp.centre);
+  const double sway_hi = m.rotation + asin(dmin(m.translation / dmax(dist - sp.radius - mag, 1e-9), 1.0));
+  const double sway_lo = m.rotation + asin(dmin(m.translation / dmax(dist - sp.radius + mag, 1e-9), 1.0));
+  double lo = 0.0, hi = 0.0;
+  Record rec_in[MAX_RECORDS];
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    const bool moving = attempt > 0;
+    const int n = surfel_records(sensor, sp, vis, mx, my, fr, moving, m.translation * hi, m.rotation * hi,
+                                 m.translation * lo, m.rotation * lo, out);
+    const int n_in = surfel_records(sensor, inner, vis, mx, my, fr, moving, m.translation * lo, m.rotation * lo,
+                                    m.translation * lo, m.rotation * lo, rec_in);
+    // Out of view from its own pose: maybe (no inner record) or surely (no outer one).
+    double need_hi = pass_need(sensor, m, out, n, f, sway_hi);
+    double need_lo = pass_need(sensor, m, rec_in, n_in, f, sway_lo);
+    if (attempt == 0) {
+      if (n_in == 0) need_hi = 1.0;
+      if (n == 0) need_lo = 1.0;
     }
-    if (!(need > span + 1e-12)) return n;
-    // Headroom so the span settles in a pass or two rather than creeping up.
-    span = dmin(need * 1.25 + 1e-3, 1.0);
+    if (!(need_hi > lo + 1e-12)) return n;
+    // Were it still growing, its next span is 1.25 need + 1e-3 with need above its span.
+    lo = dmin(dmax(need_lo, lo) * 1.25 + 1e-3, 1.0);
+    hi = dmax(hi, dmin(need_hi * 1.25 + 1e-3, 1.0));
   }
-  return 0;  // not reached: the last pass returns
+  return surfel_records(sensor, sp, vis, mx, my, fr, true, m.translation, m.rotation, m.translation * lo,
+                        m.rotation * lo, out);
 }
 
 }  // namespace
@@ -113,7 +119,7 @@ void surfel_footprints(const SensorDesc& sensor, PrepSurfels s, PrepPoses poses,
     Record rec[MAX_RECORDS];
     const int n = motion.moving
                       ? moving_records(sensor, motion, sp, poses.cell_pose_fractions[p], vis, mx, my, fr, rec)
-                      : surfel_records(sensor, sp, vis, mx, my, fr, false, 0.0, 0.0, rec);
+                      : surfel_records(sensor, sp, vis, mx, my, fr, false, 0.0, 0.0, 0.0, 0.0, rec);
     int32_t* out = scratch + i * MAX_RECORDS * 6;
     for (int r = 0; r < n; ++r) {
       const int64_t vals[6] = {i, rec[r].r0, rec[r].r1, rec[r].c0, rec[r].c1, rec[r].shift};

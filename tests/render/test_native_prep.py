@@ -263,3 +263,12 @@ def test_moving_surfel_the_reference_may_not_see_gets_the_whole_readout(monkeypa
     T = pose(16, False)
     surfels = random_surfels(1500, 16, T, False)
     check_contains(surfels, sensor, build_rays(sensor, T, moved(T, 16)), monkeypatch)
+
+
+def test_moving_span_follows_the_reference_sequence(monkeypatch):
+    # Surfel 1070: wider first bounds made the native span growth stop a step earlier, at a
+    # smaller span than the reference reached; the bracket of its spans keeps going.
+    sensor = MOVING["fisheye"]()
+    T = pose(47, False)
+    surfels = random_surfels(1500, 47, T, False)
+    check_contains(surfels, sensor, build_rays(sensor, T, moved(T, 47)), monkeypatch)

@@ -228,6 +228,12 @@ HOST_DEVICE inline ParamBox clipped_polytope_box(const DVec3* v, int nv, const i
   return b;
 }
 
+HOST_DEVICE inline ParamBox box_intersect(ParamBox a, ParamBox b) {
+  if (a.empty || b.empty) return ParamBox{0.0, 0.0, 0.0, 0.0, true, false};
+  return ParamBox{dmax(a.x0, b.x0), dmin(a.x1, b.x1), dmax(a.y0, b.y0), dmin(a.y1, b.y1), false,
+                  a.full && b.full};
+}
+
 HOST_DEVICE inline ParamBox box_union(ParamBox a, ParamBox b) {
   if (a.empty) return b;
   if (b.empty) return a;
@@ -274,7 +280,7 @@ HOST_DEVICE inline ParamBox pinhole_support_box(const SensorDesc& s, const Suppo
 // Box on z = 1 of the cone of half-angle beta about the unit direction w (the disc of
 // radius tan(beta) about w, bounded as a conic); infinite when the cone reaches the
 // camera plane.
-HOST_DEVICE inline ParamBox cone_box(DVec3 w, double beta) {
+HOST_DEVICE inline ParamBox cone_box(DVec3 w, double beta, double sgn) {
   const double off_axis = acos(dclamp(w.z, -1.0, 1.0));
   if (off_axis + beta >= PI_D / 2 - 1e-6) return ParamBox{-INF_D, INF_D, -INF_D, INF_D, false, false};
   const DVec3 helper = fabs(w.z) < 0.9 ? DVec3{0.0, 0.0, 1.0} : DVec3{1.0, 0.0, 0.0};
@@ -285,33 +291,34 @@ HOST_DEVICE inline ParamBox cone_box(DVec3 w, double beta) {
   const DVec3 a = tb * u, b = tb * v;
   const double A = dmax(w.z * w.z - a.z * a.z - b.z * b.z, 1e-12);
   ParamBox box{0, 0, 0, 0, false, false};
-  conic_extent(w, a, b, A, 0, 1.0, box.x0, box.x1);
-  conic_extent(w, a, b, A, 1, 1.0, box.y0, box.y1);
+  conic_extent(w, a, b, A, 0, sgn, box.x0, box.x1);
+  conic_extent(w, a, b, A, 1, sgn, box.y0, box.y1);
   return box;
 }
 
 // PinholeCamera.moving_param_box: seen from any pose within `translation` m and
 // `rotation` rad, the support lies within reach = translation + (dist + radius) rotation
 // of where it is: a cone about the centre direction when it is small and wholly in front,
-// else the rectangle grown by a cube of half-size reach, clipped and projected.  Where a
-// rounding could flip the reference's choice, both are taken.
-HOST_DEVICE inline ParamBox pinhole_moving_box(const SensorDesc& s, const Support& sp, double translation,
-                                               double rotation) {
+// else the rectangle grown by a cube of half-size reach, clipped and projected.  The
+// reference's motion lies between (t_lo, r_lo) and (t_hi, r_hi) (see moving_records) and
+// its points `slack` off ours, so its cone angle lies in [beta_lo, beta_hi]: where that
+// straddles a threshold it may take either branch, and outer bounds take both (inner
+// bounds: what both hold).
+HOST_DEVICE inline ParamBox pinhole_moving_box(const SensorDesc& s, const Support& sp, double t_lo, double r_lo,
+                                               double t_hi, double r_hi) {
+  const double mag = fabs(sp.slack), sgn = margin_sign(sp.slack);
   const double dist = dmax(dnorm(sp.centre), 1e-12);
-  const double reach = translation + (dist + sp.radius) * rotation;
+  const double reach_lo = t_lo + (dist + sp.radius) * r_lo, reach_hi = t_hi + (dist + sp.radius) * r_hi;
   const DVec3 w = (1.0 / dist) * sp.centre;
-  const double grown = sp.radius + reach;
-  const double beta = asin(dmin(grown / dist, 1.0));
-  // The reference's direction and radius may be off by slack: bracket its cone angle.
-  const double d_lo = dist - sp.slack;
-  const double beta_hi = d_lo > 0.0 ? asin(dmin((grown + 2.0 * sp.slack) / d_lo, 1.0)) + sp.slack / d_lo + 1e-9
-                                    : PI_D;
-  const double beta_lo = dmax(beta - (beta_hi - beta), 0.0);
+  const double d_hi = dist + mag, d_lo = dist - mag;
+  const double beta_lo = asin(dclamp((sp.radius + reach_lo - 2.0 * mag) / d_hi, 0.0, 1.0));
+  const double beta_hi = d_lo > 0.0 ? asin(dmin((sp.radius + reach_hi + 2.0 * mag) / d_lo, 1.0)) + 1e-9 : PI_D;
+  const double shift = d_lo > 0.0 ? mag / d_lo : PI_D;  // how far the reference's direction may turn
   const double off_axis = acos(dclamp(w.z, -1.0, 1.0));
   const bool cone_maybe = !(off_axis + beta_lo >= PI_D / 2 - 1e-6) && !(beta_lo > LOOSE_CAP);
   const bool poly_maybe = off_axis + beta_hi >= PI_D / 2 - 1e-6 || beta_hi > LOOSE_CAP;
-  ParamBox box{0, 0, 0, 0, true, false};
-  if (cone_maybe) box = box_union(box, cone_box(w, beta_hi));
+  ParamBox cone{0, 0, 0, 0, true, false}, poly{0, 0, 0, 0, true, false};
+  if (cone_maybe) cone = sgn > 0 ? cone_box(w, beta_hi + shift, 1.0) : cone_box(w, dmax(beta_lo - shift, 0.0), -1.0);
   if (poly_maybe) {
     const int32_t EDGES[80][2] = {
 #define GSSIM_QE(a, b) {a * 8 + 0, b * 8 + 0}, {a * 8 + 1, b * 8 + 1}, {a * 8 + 2, b * 8 + 2}, {a * 8 + 3, b * 8 + 3}, \
@@ -328,13 +335,15 @@ HOST_DEVICE inline ParamBox pinhole_moving_box(const SensorDesc& s, const Suppor
     for (int q = 0; q < 4; ++q)
       for (int c = 0; c < 8; ++c) {
         // Cube vertex c = (x, y, z) signs in lexicographic order (camera.py _CUBE_SIGNS).
-        const DVec3 sgn{(c & 4) ? 1.0 : -1.0, (c & 2) ? 1.0 : -1.0, (c & 1) ? 1.0 : -1.0};
-        verts[q * 8 + c] = sp.corners[q] + reach * sgn;
+        const DVec3 sign{(c & 4) ? 1.0 : -1.0, (c & 2) ? 1.0 : -1.0, (c & 1) ? 1.0 : -1.0};
+        verts[q * 8 + c] = sp.corners[q] + (sgn > 0 ? reach_hi : reach_lo) * sign;
       }
     // The reference's reach is rounded too: one more slack on the cube.
-    box = box_union(box, clipped_polytope_box(verts, 32, EDGES, 80, s.clip_z, 2.0 * sp.slack));
+    poly = clipped_polytope_box(verts, 32, EDGES, 80, s.clip_z, 2.0 * sp.slack);
   }
-  return box;
+  if (sgn > 0) return box_union(cone, poly);
+  if (cone_maybe && poly_maybe) return box_intersect(cone, poly);
+  return cone_maybe ? cone : poly;
 }
 
 // --- angular bounds (angles.py) ----------------------------------------------------------
@@ -521,14 +530,14 @@ HOST_DEVICE inline ParamBox fisheye_moving_box(const SensorDesc& s, const Suppor
   const double dist = dnorm(c);
   const bool full = dist <= radius * 1.0001;
   const double d = dmax(dist, 1e-12);
-  const double beta = asin(dmin(radius / d, 1.0)) + rotation + 1e-12;
+  const double beta = asin(dclamp(radius / d, -1.0, 1.0)) + rotation + margin_sign(sp.slack) * 1e-12;
   const double r = sqrt(c.x * c.x + c.y * c.y);
   const double theta_a = atan2(r, c.z), phi_a = atan2(c.y, c.x);
   const double th0 = dmax(theta_a - beta, 0.0), th1 = dmin(theta_a + beta, PI_D);
   const double sin_ratio = sin(beta) / dmax(sin(theta_a), 1e-12);
   const bool around_axis = theta_a <= beta || sin_ratio >= 1.0 || th1 >= PI_D;
-  const double dphi = asin(dmin(sin_ratio, 1.0)) + 1e-12;
-  ParamBox box = sector_box(th0, th1, phi_a - dphi, phi_a + dphi, around_axis, 1.0);
+  const double dphi = asin(dclamp(sin_ratio, -1.0, 1.0)) + margin_sign(sp.slack) * 1e-12;
+  ParamBox box = sector_box(th0, th1, phi_a - dphi, phi_a + dphi, around_axis, margin_sign(sp.slack));
   box.full = full;
   box.empty = th0 > s.theta_max + 1e-6 && !full;
   return box;
@@ -605,16 +614,18 @@ HOST_DEVICE inline int spinning_records(const SensorDesc& s, const AngularBounds
 // --- one surfel, any model -------------------------------------------------------------------
 
 // Records (at most three) of one surfel, instant (moving = false) or over a motion of at
-// most `translation` m and `rotation` rad from the pose of the inputs.
+// most `translation` m and `rotation` rad from the pose of the inputs (t_lo, r_lo: the
+// least the reference's may be, for the camera's branch choice).
 HOST_DEVICE inline int surfel_records(const SensorDesc& s, const Support& sp, bool mvalid, double mx, double my,
-                                      double fr, bool moving, double translation, double rotation, Record* out) {
+                                      double fr, bool moving, double translation, double rotation, double t_lo,
+                                      double r_lo, Record* out) {
   if (s.model == MODEL_SPINNING) {
     const AngularBounds b = moving ? moving_cap_bounds(sp, translation, rotation) : angular_bounds(sp);
     return spinning_records(s, b, mvalid, mx, my, fr, margin_sign(sp.slack), out);
   }
   ParamBox box;
   if (s.model == MODEL_PINHOLE) {
-    box = moving ? pinhole_moving_box(s, sp, translation, rotation) : pinhole_support_box(s, sp);
+    box = moving ? pinhole_moving_box(s, sp, t_lo, r_lo, translation, rotation) : pinhole_support_box(s, sp);
   } else if (s.model == MODEL_FISHEYE) {
     box = moving ? fisheye_moving_box(s, sp, translation, rotation) : fisheye_support_box(s, sp);
   } else {
