@@ -29,9 +29,10 @@ def test_bench_render_prints_every_line(capsys):
                               "--no-moving", "--growth", "0", "--train-size", ""])
     args.func(args)
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 + 2 * 4
-    assert "MP/s" in out[1] and "forward split" in out[2] and "speed-up" in out[3] and "pairs/s" in out[4]
-    assert out[5].split()[0] == "fisheye"
+    assert len(out) == 1 + 2 * 5
+    assert "MP/s" in out[1] and "forward split" in out[2] and "torch reference path" in out[2]
+    assert "rolling shutter" in out[3] and "speed-up" in out[4] and "pairs/s" in out[5]
+    assert out[6].split()[0] == "fisheye"
 
 
 def test_peak_memory_of_a_small_render():
