@@ -175,7 +175,7 @@ def main(args: argparse.Namespace) -> None:
               f"{r['prep_torch'] / r['prep']:.1f}x) | native compositing op {r['raster'] * 1e3:.1f} ms = "
               f"{mp / r['raster']:.2f} MP/s")
         if args.rolling_shutter > 0:
-            rs_cam = _camera(model, args.width, args.height, args.rolling_shutter)
+            rs_cam = _camera(model, args.width, args.height, rolling_shutter_s=args.rolling_shutter)
             T = street_camera_pose()
             grid = build_rays(rs_cam, T, moving_pose(T))
             nat, ref = preparation_times(surfels, rs_cam, grid, args.repeats)
