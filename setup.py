@@ -10,7 +10,7 @@ EXT = os.path.join("cuda_ext")
 
 # -O3 and what the compiler can vectorise for any x86-64; no -march=native in a shipped build.
 CXX_FLAGS = ["-O3", "-fopenmp", "-std=c++17", "-fno-math-errno", "-fno-trapping-math"]
-sources = [os.path.join(EXT, "bindings.cpp")] + sorted(glob.glob(os.path.join(EXT, "cpu", "*.cpp")))
+sources = [os.path.join(EXT, "bindings.cpp"), os.path.join(EXT, "prepare_bindings.cpp")] + sorted(glob.glob(os.path.join(EXT, "cpu", "*.cpp")))
 cuda_sources = sorted(glob.glob(os.path.join(EXT, "cuda", "*.cu")))
 include_dirs = [os.path.join(HERE, EXT, "include"), os.path.join(HERE, EXT)]
 

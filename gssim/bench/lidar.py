@@ -24,11 +24,12 @@ from dataclasses import dataclass
 
 import torch
 
-from gssim.bench import median_time
+from gssim.bench import median_time, preparation_times
 from gssim.bench.street import long_street
 from gssim.core.surfels import Surfels
 from gssim.render.culling import SurfelChunks
 from gssim.render import native, render
+from gssim.render.pipeline import build_rays
 from gssim.sensors.base import ALPHA_MIN
 from gssim.sensors.lidar import SpinningLidar
 
@@ -57,6 +58,16 @@ def lidar_pose(x: float = 40.0, height: float = 1.9) -> torch.Tensor:
     return T
 
 
+def moving_pose(T: torch.Tensor, metres: float = 1.0, yaw_deg: float = 3.0) -> torch.Tensor:
+    """The LiDAR pose at the end of a sweep: ``metres`` forward, turned ``yaw_deg`` about z."""
+    a = math.radians(yaw_deg)
+    T1 = T.clone()
+    T1[:3, :3] = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0],
+                               [0.0, 0.0, 1.0]], dtype=torch.float64) @ T[:3, :3]
+    T1[0, 3] += metres
+    return T1
+
+
 def street_scene(n: int, seed: int) -> Surfels:
     from gssim.bench.street import street_surfels
     return street_surfels(n, seed=seed, channels=3)
@@ -76,10 +87,10 @@ def time_forward(surfels: Surfels, lidar, T, backend: str, repeats: int) -> Timi
 
 def time_forward_split(surfels: Surfels, lidar, T, repeats: int) -> tuple[float, float, int]:
     """Median seconds of the forward's two halves on the native backend: preparation
-    (surfel geometry, projection, footprint binning; Python/torch) and compositing (native
-    op); and the number of footprint records."""
+    (surfel geometry, projection, footprint binning) and compositing (native op); and the
+    number of footprint records."""
     from gssim.render.api import rasterize
-    from gssim.render.pipeline import build_rays, prepare_surfels
+    from gssim.render.pipeline import prepare_surfels
     prep, comp = [], []
     with torch.no_grad():
         grid = build_rays(lidar, T)
@@ -181,6 +192,13 @@ def run(n_surfels: int = 200_000, seed: int = 0, sweeps: tuple[str, ...] = ("128
         report(f"{name} sweep: forward split: preparation {prep * 1e3:.1f} ms (geometry, projection, binning of "
                f"{n_rec} footprint records), native compositing {comp * 1e3:.1f} ms "
                f"({lidar.rows * lidar.cols / comp / 1e6:.2f} Mrays/s)")
+        nat, ref = preparation_times(surfels, lidar, build_rays(lidar, T), repeats)
+        # A sweep moving 1 m and turning 3 degrees (10 m/s, a bend, 10 Hz).
+        nat_m, ref_m = preparation_times(surfels, lidar, build_rays(lidar, T, moving_pose(T)), repeats)
+        row["preparation"] = {"native": nat, "torch": ref, "moving_native": nat_m, "moving_torch": ref_m}
+        report(f"{name} sweep: preparation, alternating runs: native {nat * 1e3:.1f} ms vs torch reference path "
+               f"{ref * 1e3:.1f} ms ({ref / nat:.1f}x); moving sweep (1 m, 3 deg) native {nat_m * 1e3:.1f} ms vs "
+               f"{ref_m * 1e3:.1f} ms ({ref_m / nat_m:.1f}x)")
         if open3d:
             o3, build, hit = time_open3d(surfels, lidar, T, repeats)
             row["open3d"] = o3
@@ -194,10 +212,7 @@ def run(n_surfels: int = 200_000, seed: int = 0, sweeps: tuple[str, ...] = ("128
         lidar = SpinningLidar.preset(preset, azimuth_resolution_deg=360.0 / cols)
     if moving:
         # 15 m/s along x and 0.3 rad/s of yaw over the 0.1 s sweep.
-        T_end = lidar_pose(float(T[0, 3]) + 15.0 * lidar.sweep_duration_s)
-        yaw = 0.3 * lidar.sweep_duration_s
-        T_end[:2, :2] = torch.tensor([[math.cos(yaw), -math.sin(yaw)], [math.sin(yaw), math.cos(yaw)]],
-                                     dtype=torch.float64)
+        T_end = moving_pose(T, 15.0 * lidar.sweep_duration_s, math.degrees(0.3 * lidar.sweep_duration_s))
         with torch.no_grad():
             mov = median_time(lambda: render(surfels, lidar, T, T_end, backend="cpu"), repeats)
         still = results["sweeps"][sweeps[0]]["forward"]

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from gssim.bench import median_time
+from gssim.bench import median_time, preparation_times
 from gssim.bench.street import long_street, street_camera_pose, street_surfels
 from gssim.core.surfels import Surfels
 from gssim.render.api import rasterize, render
@@ -32,15 +32,16 @@ def _camera(model: str, width: int, height: int, **kw) -> Sensor:
                          distortion=[0.02, 0.005, 0.0, 0.0], **kw)
 
 
-def _moved(T: torch.Tensor, forward_m: float, yaw_rad: float) -> torch.Tensor:
-    """A camera pose (OpenCV axes) moved ``forward_m`` along its view and turned by ``yaw_rad``
-    to the left about the world z axis."""
-    c, s = math.cos(yaw_rad), math.sin(yaw_rad)
-    Rz = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
-    out = T.clone()
-    out[:3, :3] = Rz @ T[:3, :3]
-    out[:3, 3] = T[:3, 3] + forward_m * T[:3, 2]
-    return out
+def moving_pose(T: torch.Tensor, metres: float = 0.3, yaw_deg: float = 1.0) -> torch.Tensor:
+    """The camera pose at the end of a readout: ``metres`` forward and turned ``yaw_deg``
+    about the world z axis (a car at 10 m/s turning, over a 30 ms readout)."""
+    a = math.radians(yaw_deg)
+    turn = torch.tensor([[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0], [0.0, 0.0, 1.0]],
+                        dtype=torch.float64)
+    T1 = T.clone()
+    T1[:3, :3] = turn @ T[:3, :3]
+    T1[0, 3] += metres
+    return T1
 
 
 def time_render(scene, cam: Sensor, T, T_end=None, repeats: int = 3, backward: bool = False,
@@ -88,7 +89,8 @@ def time_backend(surfels: Surfels, cam: Sensor, backend: str, repeats: int) -> d
     with torch.no_grad():
         t_fwd = median_time(forward, repeats)
         geom, _ = forward()
-        t_prep = median_time(lambda: prepare_surfels(s, cam, grid), repeats)
+    t_prep, t_prep_torch = preparation_times(s, cam, grid, repeats)
+    with torch.no_grad():
         t_raster = median_time(lambda: rasterize(grid, geom, cam, backend), repeats)
     state = {}
 
@@ -107,7 +109,7 @@ def time_backend(surfels: Surfels, cam: Sensor, backend: str, repeats: int) -> d
     t_bwd = statistics.median(times[1:])
     pairs = int(((geom.records[:, 2] - geom.records[:, 1] + 1) * (geom.records[:, 4] - geom.records[:, 3] + 1))
                 .sum()) if geom.records.shape[0] else 0
-    return {"fwd": t_fwd, "bwd": t_bwd, "prep": t_prep, "raster": t_raster, "pixels": cam.rows * cam.cols, "records": geom.records.shape[0],
+    return {"fwd": t_fwd, "bwd": t_bwd, "prep": t_prep, "prep_torch": t_prep_torch, "raster": t_raster, "pixels": cam.rows * cam.cols, "records": geom.records.shape[0],
             "pairs": pairs, "dense_pairs": cam.rows * cam.cols * geom.records.shape[0]}
 
 
@@ -145,6 +147,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--ref-width", type=int, default=64, help="image width of the reference comparison")
     p.add_argument("--ref-surfels", type=int, default=4000, help="surfels of the reference comparison")
+    p.add_argument("--rolling-shutter", type=float, default=0.03,
+                   help="readout (s) of a moving rolling-shutter camera whose preparation is also timed (0: skip)")
     p.add_argument("--memory", action="store_true", help="also measure peak memory of a 1M-surfel 1280x720 forward")
     p.add_argument("--no-moving", action="store_true", help="skip the moving rolling-shutter camera")
     p.add_argument("--growth", type=int, default=10, help="growth case: the street this many times as long (0: skip)")
@@ -166,9 +170,17 @@ def main(args: argparse.Namespace) -> None:
         print(f"  {model:8s} native cpu : forward {r['fwd'] * 1e3:8.1f} ms  {mp / r['fwd']:7.2f} MP/s | "
               f"backward {r['bwd'] * 1e3:8.1f} ms  {mp / r['bwd']:7.2f} MP/s | bwd/fwd {r['bwd'] / r['fwd']:.2f} | "
               f"{r['records']} visible surfels, {r['pairs'] / r['pixels']:.1f} footprint cells/pixel")
-        print(f"  {model:8s} forward split: preparation (torch: rays, geometry, projection, footprints) "
-              f"{r['prep'] * 1e3:.1f} ms | native compositing op {r['raster'] * 1e3:.1f} ms = "
+        print(f"  {model:8s} forward split: preparation (geometry, projection, footprints) "
+              f"{r['prep'] * 1e3:.1f} ms (torch reference path {r['prep_torch'] * 1e3:.1f} ms -> "
+              f"{r['prep_torch'] / r['prep']:.1f}x) | native compositing op {r['raster'] * 1e3:.1f} ms = "
               f"{mp / r['raster']:.2f} MP/s")
+        if args.rolling_shutter > 0:
+            rs_cam = _camera(model, args.width, args.height, rolling_shutter_s=args.rolling_shutter)
+            T = street_camera_pose()
+            grid = build_rays(rs_cam, T, moving_pose(T))
+            nat, ref = preparation_times(surfels, rs_cam, grid, args.repeats)
+            print(f"  {model:8s} rolling shutter ({args.rolling_shutter * 1e3:g} ms readout, moving 0.3 m and 1 deg): "
+                  f"preparation {nat * 1e3:.1f} ms (torch reference path {ref * 1e3:.1f} ms -> {ref / nat:.1f}x)")
         # Same input for both backends: a small image of a subset the dense reference can hold.
         rw = args.ref_width
         small_cam = _camera(model, rw, max(1, rw * args.height // args.width))
@@ -208,7 +220,8 @@ def report_moving(surfels: Surfels, width: int, height: int, repeats: int) -> No
     T = street_camera_pose()
     still = time_render(surfels, _camera("pinhole", width, height), T, repeats=repeats, backward=True)
     rs = _camera("pinhole", width, height, rolling_shutter_s=0.03)
-    moving = time_render(surfels, rs, T, _moved(T, 15.0 * 0.03, 0.3 * 0.03), repeats=repeats, backward=True)
+    moving = time_render(surfels, rs, T, moving_pose(T, 15.0 * 0.03, math.degrees(0.3 * 0.03)), repeats=repeats,
+                         backward=True)
     print(f"  moving rolling shutter (30 ms readout, 15 m/s, 0.3 rad/s): forward {moving['fwd'] * 1e3:.1f} ms, "
           f"backward {moving['bwd'] * 1e3:.1f} ms; still pinhole forward {still['fwd'] * 1e3:.1f} ms, backward "
           f"{still['bwd'] * 1e3:.1f} ms -> moving / still = {moving['fwd'] / still['fwd']:.2f}x forward, "

@@ -59,3 +59,55 @@ def rasterize(rays_o: Tensor, rays_d: Tensor, rows: int, cols: int, means: Tenso
     return _Rasterize.apply(c(rays_o), c(rays_d), int(rows), int(cols), c(means), c(axis_u), c(axis_v),
                             c(normals), c(opacities), c(features), c(means2d), c(depth_keys), c(records),
                             int(tile_h), int(tile_w), float(t_min), float(t_max))
+
+
+def footprints_available() -> bool:
+    """True when the extension has the native footprint op (CPU tensors only)."""
+    return NATIVE_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key("gssim::footprints", "CPU")
+
+
+def footprints(sensor_args: tuple[int, list[float], list[Tensor]], rows: int, cols: int, means: Tensor,
+               t_u: Tensor, t_v: Tensor, scales: Tensor, opacities: Tensor, means2d: Tensor, vis2d: Tensor,
+               cell_poses: Tensor, pose_index: Tensor | None, cell_pose_fractions: Tensor,
+               motion: tuple[list[float], list[Tensor]] | None) -> Tensor:
+    """Footprint records (F, 6) int32 of surfels (no gradient), as ``Sensor.footprints``
+    on their supports would give them, or larger (never a cell fewer).
+
+    sensor_args: ``sensor.native_footprint_args()``; means, t_u, t_v (N, 3) float32 world
+    frame (unit tangents); scales (N, 2); opacities (N,); means2d (N, 2) projected centres
+    (col, row) and vis2d (N,) bool where the low-pass filter applies; cell_poses (P, 4, 4)
+    float64; pose_index (N,) int64 pose each surfel is binned from (moving sensors, else
+    None); cell_pose_fractions (P,) float64; motion: ([translation, rotation,
+    readout_angle, periodic, column_angle], [fraction row_lo, row_hi, col_lo, col_hi]) of a
+    moving sensor, else None.
+    """
+    if not footprints_available():
+        raise RuntimeError(f"gssim native extension has no footprint op ({NATIVE_ERROR or 'old build'}); "
+                           "rebuild with `python setup.py build_ext --inplace`")
+    model, scalars, tables = sensor_args
+    c = lambda t: t.detach().contiguous()  # noqa: E731
+    f32 = lambda t: c(t.float())  # noqa: E731
+    index = torch.zeros(0, dtype=torch.long) if pose_index is None else c(pose_index.long())
+    m_scalars, m_tables = motion if motion is not None else ([], [])
+    return torch.ops.gssim.footprints(model, int(rows), int(cols), scalars, tables, f32(means), f32(t_u), f32(t_v),
+                                      f32(scales), f32(opacities), f32(means2d), c(vis2d.bool()),
+                                      c(cell_poses.double()), index, c(cell_pose_fractions.double()),
+                                      [float(v) for v in m_scalars], [c(t.double()) for t in m_tables])
+
+
+def moving_pose_index(projection_args: tuple[int, list[float], list[Tensor]], rows: int, cols: int,
+                      means: Tensor, cell_poses: Tensor, cell_pose_index: Tensor) -> Tensor:
+    """(N,) int64 cell pose each surfel of a moving sensor is seen from: the pose of the
+    cell its centre lands in, by three fixed-point steps from the middle cell's pose.
+
+    projection_args: ``sensor.native_projection_args()``; means (N, 3) world frame;
+    cell_poses (P, 4, 4) float64; cell_pose_index (rows, cols) int64 into cell_poses.
+    """
+    if not footprints_available():
+        raise RuntimeError(f"gssim native extension has no preparation ops ({NATIVE_ERROR or 'old build'}); "
+                           "rebuild with `python setup.py build_ext --inplace`")
+    model, scalars, tables = projection_args
+    return torch.ops.gssim.moving_pose_index(model, int(rows), int(cols), [float(v) for v in scalars],
+                                             [t.double().contiguous() for t in tables],
+                                             means.detach().float().contiguous(), cell_poses.double().contiguous(),
+                                             cell_pose_index.long().contiguous())

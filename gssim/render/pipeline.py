@@ -8,11 +8,15 @@ import torch
 
 from gssim.core.surfels import Surfels
 from gssim.core.transforms import check_rigid, interpolate_pose
+from gssim.render import native
 from gssim.sensors.base import ALPHA_MIN, FILTER_INV_SQUARE, Sensor
 
 Tensor = torch.Tensor
 
 FAR_AWAY = 1e9  # projected centre of surfels the low-pass filter must ignore
+# Footprints by the native op where it applies (CPU tensors, a built extension, a sensor
+# model it knows); False forces the torch reference (tests compare the two).
+USE_NATIVE_PREP = True
 
 
 @dataclass
@@ -104,10 +108,14 @@ def _per_surfel_frame(grid: RayGrid, index: Tensor, points: Tensor) -> Tensor:
 def _project_centres(sensor: Sensor, grid: RayGrid, means: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Grid coordinates of surfel centres, validity, and the index of the cell pose each is
     seen from (a moving sensor: the pose of the cell it lands in, by fixed-point iteration
-    on the readout fraction)."""
+    on the readout fraction; natively where the footprints are)."""
     idx = torch.zeros(means.shape[0], dtype=torch.long)
     if len(grid.cell_poses) == 1:
         return (*sensor.project(_to_sensor(grid.cell_poses[0], means)), idx)
+    if _use_native_prep(sensor, means) and sensor.native_projection_args() is not None:
+        idx = native.moving_pose_index(sensor.native_projection_args(), grid.rows, grid.cols, means,
+                                       grid.cell_poses, grid.cell_pose_index)
+        return (*sensor.project(_per_surfel_frame(grid, idx, means)), idx)
     with torch.no_grad():
         idx += int(grid.cell_pose_index[grid.rows // 2, grid.cols // 2])
         for _ in range(3):
@@ -116,6 +124,37 @@ def _project_centres(sensor: Sensor, grid: RayGrid, means: Tensor) -> tuple[Tens
             row = uv[:, 1].nan_to_num(0).clamp(0, grid.rows - 1).long()
             idx = torch.where(ok, grid.cell_pose_index[row, col], idx)
     return (*sensor.project(_per_surfel_frame(grid, idx, means)), idx)
+
+
+def _readout_tables(sensor: Sensor, grid: RayGrid) -> tuple[Tensor, Tensor, Tensor, Tensor, float]:
+    """Range of cell readout fractions per row (row_lo, row_hi (rows,)) and per column
+    (col_lo, col_hi (cols,)), float64, and the angle (rad) between the rays of the first
+    and the last cells read out."""
+    frac = torch.zeros(grid.rows, grid.cols, dtype=torch.float64)
+    frac.view(-1)[:] = grid.cell_pose_fractions[grid.cell_pose_index.reshape(-1)]
+    dirs = sensor.ray_directions().double()
+    d_first, d_last = dirs[frac == frac.min()].mean(0), dirs[frac == frac.max()].mean(0)
+    readout_angle = float(torch.arccos((d_first @ d_last / (d_first.norm() * d_last.norm())).clamp(-1, 1)))
+    return frac.amin(1), frac.amax(1), frac.amin(0), frac.amax(0), readout_angle
+
+
+def _use_native_prep(sensor: Sensor, means: Tensor) -> bool:
+    return (USE_NATIVE_PREP and means.device.type == "cpu" and native.footprints_available()
+            and sensor.native_footprint_args() is not None)
+
+
+def _native_footprints(sensor: Sensor, grid: RayGrid, pose_idx: Tensor, surfels: Surfels, t_u: Tensor,
+                       t_v: Tensor, means2d: Tensor, vis2d: Tensor) -> Tensor:
+    """Records of the native op: the supports built, moved into the sensor frame and binned
+    (span growth of a moving sensor included) in C++, per surfel in parallel."""
+    motion = None
+    if len(grid.cell_poses) > 1:
+        row_lo, row_hi, col_lo, col_hi, readout_angle = _readout_tables(sensor, grid)
+        motion = ([grid.translation, grid.rotation, readout_angle, float(sensor.periodic), sensor.column_angle],
+                  [row_lo, row_hi, col_lo, col_hi])
+    return native.footprints(sensor.native_footprint_args(), grid.rows, grid.cols, surfels.means, t_u, t_v,
+                             surfels.scales, surfels.opacities, means2d, vis2d, grid.cell_poses,
+                             pose_idx if motion is not None else None, grid.cell_pose_fractions, motion)
 
 
 def _moving_footprints(sensor: Sensor, grid: RayGrid, idx: Tensor, corners: Tensor, means: Tensor,
@@ -131,12 +170,7 @@ def _moving_footprints(sensor: Sensor, grid: RayGrid, idx: Tensor, corners: Tens
     corners_l = _per_surfel_frame(grid, idx, corners)
     means_l = _per_surfel_frame(grid, idx, means)
     f_s = grid.cell_pose_fractions[idx]
-    frac = torch.zeros(grid.rows, grid.cols, dtype=torch.float64)
-    frac.view(-1)[:] = grid.cell_pose_fractions[grid.cell_pose_index.reshape(-1)]
-    row_lo, row_hi, col_lo, col_hi = frac.amin(1), frac.amax(1), frac.amin(0), frac.amax(0)
-    dirs = sensor.ray_directions().double()
-    d_first, d_last = dirs[frac == frac.min()].mean(0), dirs[frac == frac.max()].mean(0)
-    readout_angle = float(torch.arccos((d_first @ d_last / (d_first.norm() * d_last.norm())).clamp(-1, 1)))
+    row_lo, row_hi, col_lo, col_hi, readout_angle = _readout_tables(sensor, grid)
     span = torch.zeros(len(idx), dtype=torch.float64)
     todo = torch.arange(len(idx))
     done = []
@@ -199,26 +233,40 @@ def prepare_surfels(surfels: Surfels, sensor: Sensor, grid: RayGrid) -> SurfelGe
         means = surfels.means.detach()
         opac = surfels.opacities.detach()
         visible = opac >= ALPHA_MIN
-        log_ratio = torch.log(torch.where(visible, opac / ALPHA_MIN, torch.ones_like(opac)))
-        k = torch.sqrt(2 * log_ratio + 1e-3)            # support radius, in sigmas (with slack)
-        filter_radius = torch.sqrt(2 * log_ratio / FILTER_INV_SQUARE)   # in cells
-        eu = (k * surfels.scales[:, 0].detach())[:, None] * t_u.detach()
-        ev = (k * surfels.scales[:, 1].detach())[:, None] * t_v.detach()
-        corners = torch.stack([means + eu + ev, means + eu - ev, means - eu - ev, means - eu + ev], 1)
-        radius = k * surfels.scales.detach().norm(dim=-1)
-        vis2d = valid2d & visible & (means2d.detach().abs() < FAR_AWAY).all(-1)
         m2d = means2d.detach()
-        if len(grid.cell_poses) == 1:
-            T = grid.cell_poses[0]
-            records = sensor.footprints(_to_sensor(T, corners).cpu(), _to_sensor(T, means).cpu(), radius.cpu(),
-                                        m2d.cpu(), vis2d.cpu(), filter_radius.cpu())
-        else:
-            records = _moving_footprints(sensor, grid, pose_idx, corners.cpu(), means.cpu(), radius.cpu(),
-                                         m2d.cpu(), vis2d.cpu(), filter_radius.cpu())
-        if records.shape[0]:
-            records = records[visible.cpu()[records[:, 0].long()]]
+        vis2d = valid2d & visible & (m2d.abs() < FAR_AWAY).all(-1)
         depth_keys = (means - grid.origin.to(means.device)).norm(dim=-1)
+        if _use_native_prep(sensor, surfels.means):
+            records = _native_footprints(sensor, grid, pose_idx, surfels, t_u, t_v, m2d, vis2d)
+        else:
+            records = _reference_footprints(sensor, grid, pose_idx, surfels, t_u.detach(), t_v.detach(), m2d,
+                                            vis2d)
     return SurfelGeometry(means=surfels.means, axis_u=axis_u, axis_v=axis_v, normals=normals,
                           opacities=surfels.opacities, features=surfels.features, means2d=means2d,
                           depth_keys=depth_keys.contiguous(), records=records)
 
+
+def _reference_footprints(sensor: Sensor, grid: RayGrid, pose_idx: Tensor, surfels: Surfels, t_u: Tensor,
+                          t_v: Tensor, m2d: Tensor, vis2d: Tensor) -> Tensor:
+    """Records by the torch reference: supports (corners, bounding sphere, filter radius)
+    in torch, binned by ``Sensor.footprints`` (``_moving_footprints`` for a moving sensor)."""
+    means = surfels.means.detach()
+    opac = surfels.opacities.detach()
+    visible = opac >= ALPHA_MIN
+    log_ratio = torch.log(torch.where(visible, opac / ALPHA_MIN, torch.ones_like(opac)))
+    k = torch.sqrt(2 * log_ratio + 1e-3)            # support radius, in sigmas (with slack)
+    filter_radius = torch.sqrt(2 * log_ratio / FILTER_INV_SQUARE)   # in cells
+    eu = (k * surfels.scales[:, 0].detach())[:, None] * t_u
+    ev = (k * surfels.scales[:, 1].detach())[:, None] * t_v
+    corners = torch.stack([means + eu + ev, means + eu - ev, means - eu - ev, means - eu + ev], 1)
+    radius = k * surfels.scales.detach().norm(dim=-1)
+    if len(grid.cell_poses) == 1:
+        T = grid.cell_poses[0]
+        records = sensor.footprints(_to_sensor(T, corners).cpu(), _to_sensor(T, means).cpu(), radius.cpu(),
+                                    m2d.cpu(), vis2d.cpu(), filter_radius.cpu())
+    else:
+        records = _moving_footprints(sensor, grid, pose_idx, corners.cpu(), means.cpu(), radius.cpu(),
+                                     m2d.cpu(), vis2d.cpu(), filter_radius.cpu())
+    if records.shape[0]:
+        records = records[visible.cpu()[records[:, 0].long()]]
+    return records

@@ -135,6 +135,30 @@ class Sensor(ABC):
         ``translation`` (N,) metres and ``rotation`` (N,) radians away from the pose of the
         inputs (same inputs and outputs as ``support_param_box``)."""
 
+    def native_footprint_args(self) -> tuple[int, list[float], list[Tensor]] | None:
+        """What the native footprint op (gssim::footprints) needs of this sensor: model id
+        (``SensorModel`` in cuda_ext/include/gssim/footprint_math.h), scalars (t_min, t_max,
+        clip_z, theta_max, sign, res, az0) and tables (parameter hulls, then model tables);
+        None for a model without a native path (``footprints`` is then used), and for
+        subclasses of the built-in models (they may change the maths)."""
+        return None
+
+    def native_projection_args(self) -> tuple[int, list[float], list[Tensor]] | None:
+        """What the native ``project`` (``ProjDesc`` in cuda_ext/include/gssim/project_math.h)
+        needs: model id, scalars and tables; None for a model without one."""
+        return None
+
+    def _native_args(self, model: int, clip_z: float = 0.0, theta_max: float = 0.0, sign: float = 0.0,
+                     res: float = 0.0, az0: float = 0.0, tables: tuple[Tensor, ...] = ()
+                     ) -> tuple[int, list[float], list[Tensor]]:
+        cached = getattr(self, "_native_cache", None)
+        if cached is None:
+            hulls = [t.double().contiguous() for t in (*self._col_hull, *self._row_hull)]
+            cached = (model, [float(self.t_min), float(self.t_max), clip_z, theta_max, sign, res, az0],
+                      hulls + [t.contiguous() for t in tables])
+            self._native_cache = cached
+        return cached
+
     # --- shared machinery --------------------------------------------------------
     def param_box_to_cells(self, box: Tensor) -> Tensor:
         """Cell box (N, 4) = r0, r1, c0, c1 (inclusive; empty when r0 > r1 or c0 > c1)."""

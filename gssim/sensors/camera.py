@@ -218,6 +218,17 @@ class PinholeCamera(Camera):
             box[rest], empty[rest] = self._clipped_polytope_box(verts.flatten(1, 2), _GROWN_QUAD_EDGES)
         return box, empty, torch.zeros_like(empty)
 
+    def native_footprint_args(self):
+        if type(self) not in (PinholeCamera, OpenCVCamera):
+            return None
+        return self._native_args(0, clip_z=self.t_min * float(self._dirs[..., 2].min()))
+
+    def native_projection_args(self):
+        if type(self) not in (PinholeCamera, OpenCVCamera):
+            return None
+        k1, k2, p1, p2, k3 = self.distortion if self.distortion else [0.0] * 5
+        return 0, [self.t_min, self.fx, self.fy, self.cx, self.cy, self._r_valid, k1, k2, p1, p2, k3], []
+
     def _clipped_quad_box(self, corners: Tensor) -> tuple[Tensor, Tensor]:
         """Parameter box of support quads (N, 4, 3) crossing the camera plane."""
         return self._clipped_polytope_box(corners, _QUAD_EDGES)
@@ -374,6 +385,17 @@ class FisheyeCamera(Camera):
         around_axis = (theta_a <= beta) | (sin_ratio >= 1) | (th1 >= math.pi)
         dphi = torch.asin(sin_ratio.clamp(max=1.0))
         return self._sector_box(th0, th1, phi_a - dphi, phi_a + dphi, around_axis), empty, full
+
+    def native_footprint_args(self):
+        if type(self) is not FisheyeCamera:
+            return None
+        return self._native_args(1, theta_max=self._theta_max)
+
+    def native_projection_args(self):
+        if type(self) is not FisheyeCamera:
+            return None
+        return 1, [self.t_min, self.fx, self.fy, self.cx, self.cy, min(self._theta_max + 0.2, math.pi - 1e-3),
+                   *self.distortion], []
 
     @staticmethod
     def _sector_box(th0: Tensor, th1: Tensor, phi0: Tensor, phi1: Tensor, around_axis: Tensor) -> Tensor:

@@ -291,6 +291,19 @@ class SpinningLidar(Lidar):
         b = moving_cap_bounds(centre, radius, translation, rotation)
         return self._sweep_box(b, radius)
 
+    def native_footprint_args(self):
+        if type(self) is not SpinningLidar:
+            return None
+        return self._native_args(2, sign=self._sign, res=self._res, az0=self._az0,
+                                 tables=(self._elev_sorted.double(), self._span_lo.to(torch.int32),
+                                         self._span_hi.to(torch.int32)))
+
+    def native_projection_args(self):
+        if type(self) is not SpinningLidar:
+            return None
+        return 2, [self._res, self._sign, self._az0, float(self._monotone)], \
+            [self._elev_sorted.double().contiguous(), self._perm.double() + 0.5, self._gap.double().contiguous()]
+
     def _sweep_box(self, b: dict[str, Tensor], radius: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         sc = self._sweep_angle(b["az_c"])
         lo, hi = b["az_lo"] - b["az_c"], b["az_hi"] - b["az_c"]
@@ -530,6 +543,16 @@ class SolidStateLidar(Lidar):
         interval reaching past +-180 deg only adds directions outside the grid.
         """
         return self._angle_box(angular_bounds(corners, centre, radius), radius)
+
+    def native_footprint_args(self):
+        if type(self) is not SolidStateLidar:
+            return None
+        return self._native_args(3)
+
+    def native_projection_args(self):
+        if type(self) is not SolidStateLidar:
+            return None
+        return 3, [self._h_half, self._v_half, self._h_res, self._v_res], []
 
     def _angle_box(self, b: dict[str, Tensor], radius: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         a0 = torch.where(b["whole_turn"], torch.full_like(b["az_lo"], -2 * math.pi), b["az_lo"])

@@ -18,8 +18,9 @@ def test_bench_lidar_runs_on_a_tiny_scene():
     row = res["sweeps"]["32x1024"]
     assert row["forward"].rays == 32 * 1024 and row["forward"].mrays > 0 and row["backward"].mrays > 0
     assert row["open3d"].mrays > 0 and res["reference"]["forward"].rays == 4 * 32
-    assert len(lines) == 5 and "Mrays/s" in lines[1] and "split" in lines[2] and "open3d" in lines[3]
-    assert "reference" in lines[4] and row["split"][2] > 0
+    assert len(lines) == 6 and "Mrays/s" in lines[1] and "split" in lines[2] and "open3d" in lines[4]
+    assert "moving sweep" in lines[3] and row["preparation"]["native"] > 0 and row["preparation"]["moving_torch"] > 0
+    assert "reference" in lines[5] and row["split"][2] > 0
     # The mesh holds two triangles per surfel over the alpha >= 1/255 rectangle.
     s = gssim.Surfels(torch.zeros(1, 3), torch.tensor([[1.0, 0, 0, 0]]), torch.tensor([[1.0, 2.0]]),
                       torch.tensor([1.0]), torch.ones(1, 1))

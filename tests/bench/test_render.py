@@ -29,9 +29,10 @@ def test_bench_render_prints_every_line(capsys):
                               "--no-moving", "--growth", "0", "--train-size", ""])
     args.func(args)
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 + 2 * 4
-    assert "MP/s" in out[1] and "forward split" in out[2] and "speed-up" in out[3] and "pairs/s" in out[4]
-    assert out[5].split()[0] == "fisheye"
+    assert len(out) == 1 + 2 * 5
+    assert "MP/s" in out[1] and "forward split" in out[2] and "torch reference path" in out[2]
+    assert "rolling shutter" in out[3] and "speed-up" in out[4] and "pairs/s" in out[5]
+    assert out[6].split()[0] == "fisheye"
 
 
 def test_peak_memory_of_a_small_render():
@@ -47,10 +48,10 @@ def test_bench_render_moving_growth_and_training_step(capsys):
                               "--far", "60", "--train-size", "32x18"])
     args.func(args)
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 + 4 + 1 + 2 + 1
-    assert out[5].lstrip().startswith("moving rolling shutter") and "moving / still" in out[5]
-    assert "growth, far plane inf m" in out[6] and "growth, far plane 60 m" in out[7] and "chunks" in out[7]
-    assert "training-sized step (32x18" in out[8]
+    assert len(out) == 1 + 5 + 1 + 2 + 1
+    assert out[6].lstrip().startswith("moving rolling shutter") and "moving / still" in out[6]
+    assert "growth, far plane inf m" in out[7] and "growth, far plane 60 m" in out[8] and "chunks" in out[8]
+    assert "training-sized step (32x18" in out[9]
 
 
 def test_time_render_backward_covers_every_surfel_tensor():
