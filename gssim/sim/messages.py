@@ -279,7 +279,9 @@ class Metrics(Message):
     sessions_opened: int
     sessions_closed: int
     sessions_expired: int
-    step_latency_ms: dict[str, float] = Field(description="p50, p90, p99, max over the last steps")
+    step_latency_ms: dict[str, float] = Field(description="p50, p90, p99, max, mean over the last steps: from "
+                                              "the step call to its encoded result, waiting for the scene's render "
+                                              "lock included")
     latency_window: int
 
 
