@@ -27,6 +27,16 @@ double record_need(const PrepMotion& m, const Record& r, double f) {
   return dmax(fabs(f - lo), fabs(hi - f));
 }
 
+// Whether the low-pass filter disc (shrunk by our rounding margin) holds a cell of the
+// grid: then the reference gives the surfel a record whatever its support's box.
+bool disc_surely_in_grid(const SensorDesc& sensor, bool vis, double mx, double my, double fr) {
+  if (!vis) return false;
+  const CellBox d = filter_disc(mx, my, fr, (sensor.rows > sensor.cols ? sensor.rows : sensor.cols) + 1, -1.0);
+  const bool rows = d.r0 <= d.r1 && d.r1 >= 0 && d.r0 <= sensor.rows - 1;
+  // A periodic sensor's columns wrap around: any column interval holds cells.
+  return rows && d.c0 <= d.c1 && (sensor.model == MODEL_SPINNING || (d.c1 >= 0 && d.c0 <= sensor.cols - 1));
+}
+
 // The need of one pass: how far from the surfel's own readout fraction f the cells of its
 // records are taken, or the whole readout (max(f, 1 - f)) for records the motion may
 // carry over a periodic sensor's seam, or when it sweeps faster than the readout.
@@ -69,16 +79,24 @@ int moving_records(const SensorDesc& sensor, const PrepMotion& m, const Support&
     const bool moving = attempt > 0;
     const int n = surfel_records(sensor, sp, vis, mx, my, fr, moving, m.translation * hi, m.rotation * hi,
                                  m.translation * lo, m.rotation * lo, out);
-    const int n_in = surfel_records(sensor, inner, vis, mx, my, fr, moving, m.translation * lo, m.rotation * lo,
-                                    m.translation * lo, m.rotation * lo, rec_in);
-    // Out of view from its own pose: maybe (no inner record) or surely (no outer one).
-    double need_hi = pass_need(sensor, m, out, n, f, sway_hi);
-    double need_lo = pass_need(sensor, m, rec_in, n_in, f, sway_lo);
+    double need_hi = pass_need(sensor, m, out, n, f, sway_hi), need_lo = -1.0;  // -1: inner pass not run
+    auto inner_pass = [&]() {
+      const int n_in = surfel_records(sensor, inner, vis, mx, my, fr, moving, m.translation * lo, m.rotation * lo,
+                                      m.translation * lo, m.rotation * lo, rec_in);
+      need_lo = pass_need(sensor, m, rec_in, n_in, f, sway_lo);
+      return n_in;
+    };
     if (attempt == 0) {
-      if (n_in == 0) need_hi = 1.0;
-      if (n == 0) need_lo = 1.0;
+      // Out of view from its own pose: surely (no outer record) or maybe (no inner one;
+      // a filter disc that surely holds a cell settles it without the inner pass).
+      if (n == 0) {
+        need_hi = need_lo = 1.0;
+      } else if (!disc_surely_in_grid(sensor, vis, mx, my, fr) && inner_pass() == 0) {
+        need_hi = 1.0;
+      }
     }
     if (!(need_hi > lo + 1e-12)) return n;
+    if (need_lo < 0.0) inner_pass();
     // Were it still growing, its next span is 1.25 need + 1e-3 with need above its span.
     lo = dmin(dmax(need_lo, lo) * 1.25 + 1e-3, 1.0);
     hi = dmax(hi, dmin(need_hi * 1.25 + 1e-3, 1.0));
