@@ -46,8 +46,9 @@ setup(
     ],
     extras_require={
         # Dataset converters (`gssim convert`): nuScenes through its devkit (which needs
-        # numpy < 2, hence the pyarrow and plyfile releases that still support numpy 1.x).
-        "datasets": ["nuscenes-devkit==1.2.0", "pyarrow==19.0.1", "pandas==3.0.6"],
+        # numpy < 2, hence the plyfile release that still supports numpy 1.x). pyarrow is the
+        # Arrow release libsumo's wheel bundles (23): two Arrow releases in one process clash.
+        "datasets": ["nuscenes-devkit==1.2.0", "pyarrow==23.0.1", "pandas==3.0.6"],
         # `gssim bench render` peer: gsplat's 2DGS torch path on the CPU (its CUDA ops are never built).
         "bench": ["gsplat==1.5.3"],
         # `gssim serve`: the HTTP/WebSocket and gRPC sensor server and its client.
@@ -55,7 +56,7 @@ setup(
                   "grpcio==1.85.1", "grpcio-tools==1.85.1"],
         # Closed loop and batch runs: SUMO traffic (its binaries come with the wheels) and Ray.
         "sim": ["eclipse-sumo==1.28.0", "libsumo==1.28.0", "ray==2.60.0"],
-        "test": ["pytest>=8", "scikit-image>=0.22", "plyfile==1.0.3", "nuscenes-devkit==1.2.0", "pyarrow==19.0.1",
+        "test": ["pytest>=8", "scikit-image>=0.22", "plyfile==1.0.3", "nuscenes-devkit==1.2.0", "pyarrow==23.0.1",
                  "pandas==3.0.6", "gsplat==1.5.3", "fastapi==0.163.2", "uvicorn==0.54.0", "httpx==0.28.1",
                  "msgpack==1.2.4", "websockets==17.4", "grpcio==1.85.1", "grpcio-tools==1.85.1",
                  "eclipse-sumo==1.28.0", "libsumo==1.28.0", "ray==2.60.0"],
