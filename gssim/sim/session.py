@@ -246,33 +246,34 @@ class Session:
             raise SessionError("limit", f"actors: {len(req.actors)} exceed the server limit of {limits.max_actors}")
         scene = self.loaded.scene
         scene_ids = {n.id: n for n in scene.nodes}
-        added = False
+        pending: dict[str, tuple[str, Node]] = {}  # committed only when the whole request is valid
         for a in req.actors:
             if a.asset is not None:
                 if a.id in scene_ids:
                     raise SessionError("invalid", f"actor {a.id!r}: the scene already has a node of that id; "
                                                   f"insert the asset under a new id")
-                if a.id in self.inserted:
-                    if self.inserted[a.id][0] != a.asset:
+                known = self.inserted.get(a.id) or pending.get(a.id)
+                if known is not None:
+                    if known[0] != a.asset:
                         raise SessionError("invalid", f"actor {a.id!r}: already inserted as asset "
-                                                      f"{self.inserted[a.id][0]!r}, not {a.asset!r}")
+                                                      f"{known[0]!r}, not {a.asset!r}")
                     continue
-                if len(self.inserted) >= limits.max_inserted:
+                if len(self.inserted) + len(pending) >= limits.max_inserted:
                     raise SessionError("limit", f"actor {a.id!r}: a session may insert at most "
                                                 f"{limits.max_inserted} assets")
                 proto = self.manager.asset_node(self.loaded, a.asset)
                 node = Node(a.id, "asset", proto.field, proto.cls, proto.size, None)
-                self.inserted[a.id] = (a.asset, node)
-                added = True
+                pending[a.id] = (a.asset, node)
             elif a.id in scene_ids:
                 if scene_ids[a.id].kind == "background":
                     raise SessionError("invalid", f"actor {a.id!r}: the background cannot be moved or hidden")
-            elif a.id not in self.inserted:
+            elif a.id not in self.inserted and a.id not in pending:
                 movable = sorted(n.id for n in scene.nodes if n.kind != "background")
                 raise SessionError("not_found", f"actor {a.id!r}: no such actor in scene {self.loaded.id!r} "
                                                 f"(actors: {movable}) nor inserted in this session; "
                                                 f"give 'asset' to insert one")
-        if added:
+        if pending:
+            self.inserted.update(pending)
             self.view = Scene(scene.sensors, scene.ego_track, scene.nodes + [n for _, n in self.inserted.values()],
                               scene.appearance, scene.sky, dict(scene.lidar_decoders), scene.meta)
         actors = {aid: None for aid in self.inserted}

@@ -279,8 +279,6 @@ def test_bad_requests_get_a_status_naming_the_problem(case, client, stub):
     client.close(sid)
 
 
-@pytest.mark.xfail(strict=False, reason="session layer: inserts before the one over Limits.max_inserted stay in "
-                                       "Session.inserted but not in its view, so the next step is an internal error")
 def test_a_refused_insert_leaves_the_session_serving(client):
     with client.session("edit", sensors=[{"id": "cam"}]) as s:
         actors = [{"id": f"a{k}", "asset": "cube", "T_world_object": pose(20.0 + 2 * k, 5.0, 0.8)} for k in range(3)]
