@@ -78,8 +78,9 @@ def test_culled_render_is_the_same(name):
         outs.append([getattr(out, f).detach() for f in fields])
     for a, b in zip(*outs):
         assert torch.equal(a, b)
+    # Gradients are summed with atomic adds across threads: equal up to summation order.
     for a, b in zip(*grads):
-        assert torch.equal(a, b)
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6 * float(b.abs().max()))
 
 
 def test_lidar_culls_beyond_its_range():
