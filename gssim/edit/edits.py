@@ -147,12 +147,16 @@ def _sample_times(a: PoseTrack, b: PoseTrack | None = None) -> np.ndarray:
     return np.unique(np.concatenate([np.linspace(lo, hi, max(n, 1)), a.times[(a.times >= lo) & (a.times <= hi)]]))
 
 
-def _rects_overlap(Ta: np.ndarray, sa: np.ndarray, Tb: np.ndarray, sb: np.ndarray) -> bool:
-    """Oriented footprints (x-y rectangles of boxes of size s at poses T) overlap (separating axes)."""
-    def corners(T, s):
-        h = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * (np.asarray(s[:2]) * 0.98 / 2)
-        return h @ T[:2, :2].T + T[:2, 3]
-    ca, cb = corners(Ta, sa), corners(Tb, sb)
+def footprint_corners(T: np.ndarray, size, shrink: float = 1.0) -> np.ndarray:
+    """(4, 2) xy corners of the footprint of a box of ``size`` at pose ``T`` (scaled by ``shrink``)."""
+    h = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * (np.asarray(size[:2], np.float64) * shrink / 2)
+    return h @ T[:2, :2].T + T[:2, 3]
+
+
+def footprints_overlap(Ta: np.ndarray, size_a, Tb: np.ndarray, size_b, shrink: float = 1.0) -> bool:
+    """Whether two boxes' footprints (yaw-rotated xy rectangles, scaled by ``shrink``) overlap
+    (separating axes)."""
+    ca, cb = footprint_corners(Ta, size_a, shrink), footprint_corners(Tb, size_b, shrink)
     for T in (Ta, Tb):
         for axis in (T[:2, 0], T[:2, 1]):
             pa, pb = ca @ axis, cb @ axis
@@ -168,7 +172,7 @@ def first_overlap(track_a: PoseTrack, size_a, track_b: PoseTrack, size_b) -> flo
         return None
     Pa, Pb = track_a.at(times), track_b.at(times)
     for t, Ta, Tb in zip(times, Pa, Pb):
-        if _rects_overlap(Ta, size_a, Tb, size_b):
+        if footprints_overlap(Ta, size_a, Tb, size_b, shrink=0.98):
             return float(t)
     return None
 

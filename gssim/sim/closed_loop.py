@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gssim.edit.edits import footprint_corners, footprints_overlap
 from gssim.sim.stack import Command, Observation
 from gssim.sim.sumo_bridge import (EGO_ID, RoadLayout, SumoBridge, TrafficMapper, VehicleState, layout_for_scene,
                                    planar_pose, yaw_of)
@@ -70,24 +71,6 @@ class ClosedLoopConfig:
 
 
 # ------------------------------------------------------------------ metrics
-def _corners(T: np.ndarray, size) -> np.ndarray:
-    """(4, 2) xy corners of a box footprint."""
-    hx, hy = size[0] / 2, size[1] / 2
-    local = np.array([[hx, hy], [hx, -hy], [-hx, -hy], [-hx, hy]])
-    return local @ T[:2, :2].T + T[:2, 3]
-
-
-def boxes_overlap(Ta: np.ndarray, size_a, Tb: np.ndarray, size_b) -> bool:
-    """Whether two box footprints (yaw-rotated rectangles in xy) overlap (separating axes)."""
-    ca, cb = _corners(Ta, size_a), _corners(Tb, size_b)
-    for T in (Ta, Tb):
-        for axis in (T[:2, 0], T[:2, 1]):
-            pa, pb = ca @ axis, cb @ axis
-            if pa.max() < pb.min() or pb.max() < pa.min():
-                return False
-    return True
-
-
 def lead_ttc(T_ego: np.ndarray, speed: float, ego_size, states: dict[str, VehicleState]
              ) -> tuple[float, float | None, str | None]:
     """(time to collision s, bumper gap m, id) with the nearest vehicle ahead whose box
@@ -227,7 +210,7 @@ def run_closed_loop(scene, stack, cfg: ClosedLoopConfig | None = None, layout: R
                             tracks.setdefault(vid, []).append((float(s.T_world_object[0, 3]),
                                                                float(s.T_world_object[1, 3])))
                             sizes[vid] = s.size.tolist()
-                            if boxes_overlap(T_ego, ego_size, s.T_world_object, s.size):
+                            if footprints_overlap(T_ego, ego_size, s.T_world_object, s.size):
                                 collided.add(vid)
                     records.append({"t": t, "x": x, "y": y, "yaw": yaw, "speed": speed, "accel": cmd.accel,
                                     "steer": cmd.steer, "ttc": ttc if math.isfinite(ttc) else None, "gap": gap,
@@ -316,7 +299,7 @@ def birds_eye_plot(rollout: Rollout, path: str | Path) -> None:
         ax.plot(tr[-1, 0], tr[-1, 1], "s", ms=4, color="tab:blue")
     sc = ax.scatter(ego[:, 0], ego[:, 1], c=[r["speed"] for r in rollout.records], s=8, cmap="viridis", zorder=3)
     last = rollout.records[-1]
-    ax.add_patch(Polygon(_corners(planar_pose(last["x"], last["y"], 0, last["yaw"]), (4.5, 1.9)), closed=True,
+    ax.add_patch(Polygon(footprint_corners(planar_pose(last["x"], last["y"], 0, last["yaw"]), (4.5, 1.9)), closed=True,
                          fc="tab:red", alpha=0.6, zorder=4))
     fig.colorbar(sc, ax=ax, label="ego speed (m/s)")
     m = rollout.metrics

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from gssim.edit.assets import save_asset
-from gssim.sim.closed_loop import (ClosedLoopConfig, boxes_overlap, lead_ttc, run_closed_loop, summarize,
+from gssim.edit.edits import footprints_overlap
+from gssim.sim.closed_loop import (ClosedLoopConfig, lead_ttc, run_closed_loop, summarize,
                                    write_outputs)
 from gssim.sim.stack import AccConfig, AccStack
 from gssim.sim.sumo_bridge import VehicleState, planar_pose
@@ -77,9 +78,9 @@ def test_metrics_by_hand():
     ttc, gap, vid = lead_ttc(ego, 7.0, size, {"c": oncoming})
     assert gap == pytest.approx(26.0) and ttc == pytest.approx(26.0 / 12.0)
     assert lead_ttc(ego, 1.0, size, {"a": ahead})[0] == math.inf, "not closing"
-    assert boxes_overlap(ego, size, planar_pose(3.9, 1.9, 0, 0.0), size)
-    assert not boxes_overlap(ego, size, planar_pose(4.1, 0.0, 0, 0.0), size)
-    assert boxes_overlap(ego, size, planar_pose(3.0, 2.0, 0, math.pi / 4), size), "rotated corner inside"
+    assert footprints_overlap(ego, size, planar_pose(3.9, 1.9, 0, 0.0), size)
+    assert not footprints_overlap(ego, size, planar_pose(4.1, 0.0, 0, 0.0), size)
+    assert footprints_overlap(ego, size, planar_pose(3.0, 2.0, 0, math.pi / 4), size), "rotated corner inside"
     records = [{"x": 0.0, "y": 0.0, "speed": 2.0, "ttc": None, "gap": None},
                {"x": 3.0, "y": 4.0, "speed": 4.0, "ttc": 3.0, "gap": 12.0, "emergency": True},
                {"x": 3.0, "y": 4.0, "speed": 0.0, "ttc": 1.5, "gap": 6.0}]
