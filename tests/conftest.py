@@ -1,4 +1,6 @@
 """Shared tiny fixtures: deterministic random surfel scenes made in the test."""
+import hashlib
+
 import pytest
 import torch
 
@@ -21,3 +23,13 @@ def random_surfels(n: int, channels: int = 3, seed: int = 0, centre=(0.0, 0.0, 3
 @pytest.fixture
 def identity_pose():
     return torch.eye(4, dtype=torch.float64)
+
+
+def tree_digest(folder) -> str:
+    """SHA-256 of a folder's relative paths and file contents (to show it is untouched)."""
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        h.update(str(p.relative_to(folder)).encode())
+        if p.is_file():
+            h.update(p.read_bytes())
+    return h.hexdigest()

@@ -4,7 +4,6 @@ occluded in every sensor, removals leave marked holes, edits survive save/load, 
 edits give named errors without touching the source scene."""
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 
@@ -22,6 +21,7 @@ from gssim.recon.scene import Node, Scene, SensorSpec
 from gssim.recon.scene_files import load_scene, save_scene
 from gssim.render.lidar_returns import LidarReturnDecoder
 from gssim.sensors import PinholeCamera, SpinningLidar
+from tests.conftest import tree_digest
 from tests.data.conftest import pose
 
 CAM_POSE = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 1.5], [0, 0, 0, 1]], np.float64)  # x forward
@@ -127,15 +127,6 @@ def library(tmp_path):
 
 def at(x, y, heading=0.0, **kw):
     return {"at": {"x": x, "y": y, "heading_deg": heading}, **kw}
-
-
-def digest(folder) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        h.update(str(p.relative_to(folder)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def node_world_means(scene, nid, t, rows=None):
@@ -382,12 +373,12 @@ BAD = [
 def test_bad_edits_name_the_edit_and_leave_the_source_untouched(library, tmp_path, case):
     _, edits, where, what = case
     save_scene(make_scene(), tmp_path / "src")
-    before = digest(tmp_path / "src")
+    before = tree_digest(tmp_path / "src")
     (tmp_path / "edits.json").write_text(json.dumps(edits))
     with pytest.raises(EditError) as err:
         edit_scene(tmp_path / "src", tmp_path / "edits.json", tmp_path / "out", library)
     assert str(err.value).startswith(where + ":") and what in str(err.value), str(err.value)
-    assert digest(tmp_path / "src") == before
+    assert tree_digest(tmp_path / "src") == before
     assert not (tmp_path / "out").exists()
 
 
@@ -401,7 +392,7 @@ def test_malformed_edit_files(tmp_path, text, what):
 
 def test_out_must_not_be_the_source(library, tmp_path):
     save_scene(make_scene(), tmp_path / "src")
-    before = digest(tmp_path / "src")
+    before = tree_digest(tmp_path / "src")
     with pytest.raises(EditError, match="must not be the source"):
         edit_scene(tmp_path / "src", [{"op": "remove", "actor": "car_1"}], tmp_path / "src", library)
-    assert digest(tmp_path / "src") == before
+    assert tree_digest(tmp_path / "src") == before

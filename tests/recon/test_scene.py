@@ -2,7 +2,6 @@
 baking, and scene files that are damaged or do not match give named errors."""
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -20,6 +19,7 @@ from gssim.recon.scene_io import SceneFormatError
 from gssim.core.transforms import quat_to_rotmat
 from gssim.render.lidar_returns import LidarReturnDecoder
 from gssim.sensors import PinholeCamera, SpinningLidar
+from tests.conftest import tree_digest
 from tests.data.conftest import pose
 
 CAM_POSE = np.array([[0, 0, 1, 0], [-1, 0, 0, 0], [0, -1, 0, 1.5], [0, 0, 0, 1]], np.float64)  # x forward
@@ -138,15 +138,6 @@ def test_baked_render_matches_the_neural_one(tmp_path):
     assert torch.allclose(from_disk.render(0.3)["cam"].color, ref, atol=2e-4)
 
 
-def _tree_digest(folder) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        h.update(str(p.relative_to(folder)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
-
 def _damage_tensor(path, name, value):
     tensors = safetensors.torch.load_file(str(path))
     if value is None:
@@ -184,11 +175,11 @@ def test_damaged_scene_files_give_named_errors_and_change_nothing(tmp_path, dama
     d = json.loads((root / "scene.json").read_text())
     hurt(d, root)
     (root / "scene.json").write_text(json.dumps(d))
-    before = _tree_digest(root)
+    before = tree_digest(root)
     with pytest.raises(SceneFormatError) as err:
         load_scene(root)
     assert where in str(err.value) and what in str(err.value)
-    assert _tree_digest(root) == before, "loading never writes"
+    assert tree_digest(root) == before, "loading never writes"
 
 
 def test_quat_multiply_composes_rotations():

@@ -14,9 +14,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from gssim.core.transforms import quat_to_rotmat
 from gssim.data.poses import PoseTrack
 from gssim.data.safe_files import resolve_inside
 
@@ -98,11 +100,9 @@ def pose_matrix(rotation: np.ndarray, translation) -> np.ndarray:
 
 
 def quat_wxyz_to_rotmat(q) -> np.ndarray:
-    """(3, 3) rotation of a quaternion (w, x, y, z) (normalised first)."""
-    w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+    """(3, 3) float64 rotation of a quaternion (w, x, y, z) (normalised first)."""
+    q = np.asarray(q, np.float64)
+    return quat_to_rotmat(torch.from_numpy(q / np.linalg.norm(q))).numpy()
 
 
 def yaw_pose(center, yaw: float) -> np.ndarray:
