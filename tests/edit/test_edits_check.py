@@ -15,7 +15,8 @@ from gssim.recon.scene_files import save_scene
 from gssim.recon.train import build_scene
 from gssim.synth.config import config_from_dict
 from gssim.synth.generate import generate_log
-from tests.edit.test_edits import digest, trained_decoder
+from tests.conftest import tree_digest
+from tests.edit.test_edits import trained_decoder
 from tests.recon.conftest import TINY_DRIVE, tiny_config
 
 ACTOR = "parked_car_9"      # parked ahead on the left of the tiny drive
@@ -56,7 +57,7 @@ def test_replaced_actor_is_close_to_the_ground_truth(synth_scene):
 
 def test_cli_edit_labels_and_check(synth_scene, tmp_path, capsys):
     root, _ = synth_scene
-    before = digest(root / "scene")
+    before = tree_digest(root / "scene")
     edits = tmp_path / "edits.json"
     edits.write_text(json.dumps([{"op": "remove", "actor": ACTOR},
                                  {"op": "move", "actor": "parked_car_8", "offset": [0.5, 0.0]}]))
@@ -71,7 +72,7 @@ def test_cli_edit_labels_and_check(synth_scene, tmp_path, capsys):
     with pytest.raises(SystemExit) as bad:
         main(["edit", str(root / "scene"), str(edits), "--out", str(tmp_path / "edited2")])
     assert bad.value.code == 2 and "edit 0 (insert): unknown asset 'no_such_asset'" in capsys.readouterr().out
-    assert digest(root / "scene") == before and not (tmp_path / "edited2").exists()
+    assert tree_digest(root / "scene") == before and not (tmp_path / "edited2").exists()
     with pytest.raises(SystemExit) as ok:
         main(["labels", str(tmp_path / "edited"), "--out", str(tmp_path / "l2"), "--times", "0.05",
               "--sensors", "cam_front"])
