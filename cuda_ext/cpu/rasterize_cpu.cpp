@@ -24,22 +24,6 @@ namespace {
 // Cells evaluated together: row segments are widened to whole blocks of LANES cells.
 constexpr int LANES = 8;
 
-// A record's cell box clipped to the tiles it overlaps.
-struct TileRange {
-  int ty0, ty1, tx0, tx1;  // inclusive
-};
-
-inline TileRange tile_range(const int32_t* rec, TileGrid g) {
-  return TileRange{rec[1] / g.th, rec[2] / g.th, rec[3] / g.tw, rec[4] / g.tw};
-}
-
-inline SurfelGeom load_surfel(const SurfelArrays& s, const int32_t* rec) {
-  const int64_t i = rec[0];
-  return SurfelGeom{make_vec3(s.means + 3 * i), make_vec3(s.axis_u + 3 * i), make_vec3(s.axis_v + 3 * i),
-                    make_vec3(s.normals + 3 * i), s.opacities[i], s.means2d[2 * i] + static_cast<float>(rec[5]),
-                    s.means2d[2 * i + 1]};
-}
-
 // One record in front-to-back order: its surfel's geometry (projected column shifted) and
 // cell box, and where its surfel's gradients go.
 struct Packed {
@@ -58,7 +42,7 @@ struct PackedRecords {
 #pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < F; ++r) {
       const int32_t* src = records + 6 * static_cast<int64_t>(order[r]);
-      rec[r] = Packed{load_surfel(s, src), src[1], src[2], src[3], src[4], src[0]};
+      rec[r] = Packed{record_geom(s, src), src[1], src[2], src[3], src[4], src[0]};
       std::memcpy(feat.data() + r * C, s.features + static_cast<int64_t>(src[0]) * C, sizeof(float) * C);
     }
   }
@@ -267,12 +251,6 @@ inline void atomic_add(float* dst, float v) {
   *dst += v;
 }
 
-// Monotone map of floats to unsigned integers (NaN after +inf).
-inline uint32_t sort_key(float f) {
-  const uint32_t u = __builtin_bit_cast(uint32_t, f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
 }  // namespace
 
 void sort_records(const int32_t* records, int64_t F, const float* depth_keys, int32_t* order) {
@@ -280,7 +258,7 @@ void sort_records(const int32_t* records, int64_t F, const float* depth_keys, in
   std::vector<uint32_t> keys(F), keys_tmp(F);
   std::vector<int32_t> tmp(F);
   for (int64_t f = 0; f < F; ++f) {
-    keys[f] = sort_key(depth_keys[records[6 * f]]);
+    keys[f] = depth_sort_key(depth_keys[records[6 * f]]);
     order[f] = static_cast<int32_t>(f);
   }
   // Least-significant digit first; each pass is stable, so equal keys keep record order.

@@ -1,28 +1,19 @@
-// CPU (OpenMP) drivers of the ray-grid rasterizer.  Raw pointers and sizes only.
-//
-// Layout shared by all calls:
-//   rays_o, rays_d: (R, 3), R = rows * cols, row-major cells; cell (i, j) centred at
-//     (j + 0.5, i + 0.5) in grid coordinates.
-//   surfels: means, axis_u, axis_v, normals (N, 3); opacities (N); features (N, C);
-//     means2d (N, 2); depth_keys (N).
-//   records (F, 6) int32: surfel, r0, r1, c0, c1 (inclusive cell box), column shift.
+// CPU (OpenMP) drivers of the ray-grid rasterizer.  Raw pointers and sizes only; the
+// layout of the arrays is in gssim/raster_layout.h.
 //   order (F): record indices front to back, sorted by (depth key of the record's surfel,
 //     record index); a record's rank is its position in order.
-//   Tiles of th x tw cells, row-major; a tile's entries are the ranks of the records that
-//   overlap it, ascending (so front to back).
+//   A tile's entries are the ranks of the records that overlap it, ascending (front to back).
 #pragma once
 
 #include <cstdint>
 
+#include "gssim/raster_layout.h"
+
 namespace gssim {
 namespace cpu {
 
-struct TileGrid {
-  int rows, cols, th, tw;
-  int tiles_y() const { return (rows + th - 1) / th; }
-  int tiles_x() const { return (cols + tw - 1) / tw; }
-  int num_tiles() const { return tiles_y() * tiles_x(); }
-};
+using gssim::SurfelArrays;
+using gssim::TileGrid;
 
 // Sorts the records front to back into order (F) (a stable radix sort on the depth keys).
 void sort_records(const int32_t* records, int64_t F, const float* depth_keys, int32_t* order);
@@ -34,12 +25,6 @@ int64_t count_tile_entries(const int32_t* records, int64_t F, TileGrid g, int64_
 // Fills entries (E) with each tile's record ranks, ascending.
 void fill_tile_entries(const int32_t* records, const int32_t* order, int64_t F, TileGrid g,
                        const int64_t* tile_offsets, int32_t* entries);
-
-struct SurfelArrays {
-  const float *means, *axis_u, *axis_v, *normals, *opacities, *features, *means2d;
-  int64_t N;
-  int C;
-};
 
 // Forward: per ray color_acc (R, C), alpha (R) = 1 - T_final, t_acc (R), normal_acc (R, 3),
 // median_t (R); for the backward pass last (R) = 1 + position (in its tile's list) of the

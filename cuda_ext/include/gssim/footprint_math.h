@@ -1,6 +1,6 @@
 // Per-surfel footprint maths of render preparation: which cells of a sensor's ray grid a
 // surfel's support can touch, as cell boxes.  Plain C++ (no torch), HOST_DEVICE inline,
-// float64, shared by the CPU driver (cpu/prepare_cpu.cpp) and a future CUDA kernel.
+// float64, shared by the CPU driver (cpu/prepare_cpu.cpp) and the CUDA kernels (cuda/).
 //
 // The torch reference (gssim/sensors/*.py) is the oracle: every function here mirrors one
 // there and makes the same decisions, but never a smaller box.  The reference works on
