@@ -1,17 +1,25 @@
 # One-command set-up on a fresh Debian machine with Python 3.11:
 #   make demo   system libraries, virtual environment, native build, then the demo
 #   make test   the same set-up (with pytest), then the test suite
+#   make cuda-check   compile every CUDA source with nvcc (no GPU needed; CI runs it)
 PYTHON ?= python3.11
 VENV := .venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test system
+.PHONY: demo test system cuda-check
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/gssim demo --out out/demo
 
 test: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest -q tests
+
+# nvcc, the CUDA runtime headers and CUB from NVIDIA's CUDA 13 wheels, into .cuda-tools/.
+CUDA_TOOLS := .cuda-tools
+cuda-check: $(VENV)/.installed
+	@[ -x $(CUDA_TOOLS)/nvidia/cu13/bin/nvcc ] || $(VENV)/bin/pip install -q --target $(CUDA_TOOLS) \
+	  nvidia-cuda-nvcc==13.5.37 nvidia-cuda-runtime==13.5.37 nvidia-cuda-cccl==13.3.5.0.6
+	$(VENV)/bin/python cuda_ext/compile_check.py --tools $(CUDA_TOOLS)
 
 # Debian packages: libusb (open3d loads it at import), venv support for $(PYTHON), a compiler.
 system:

@@ -268,6 +268,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``lidar`` on the ``gssim bench`` subparsers."""
     p = subparsers.add_parser("lidar", help="spinning-LiDAR sweeps: native vs torch reference vs open3d mesh ray casting",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: the CUDA backend on a GPU, still and moving sweeps (gssim/bench/gpu.py)")
     p.add_argument("--surfels", type=int, default=200_000, help="surfels in the street scene (default 200000)")
     p.add_argument("--seed", type=int, default=0, help="scene seed")
     p.add_argument("--sweeps", default="128x2048,32x1024",
@@ -288,6 +290,13 @@ def main(args: argparse.Namespace) -> int:
     if args.surfels < 1 or args.ref_surfels < 1 or args.repeats < 1:
         raise SystemExit("gssim bench lidar: --surfels, --ref-surfels and --repeats must be >= 1")
     sweeps = tuple(s.strip() for s in args.sweeps.split(",") if s.strip())
+    unknown = [s for s in sweeps if s not in SWEEPS]
+    if unknown:
+        raise SystemExit(f"gssim bench lidar: unknown sweep {unknown[0]!r}; expected one of {sorted(SWEEPS)}")
+    if args.device == "cuda":
+        from gssim.bench.gpu import lidar_main
+        lidar_main(args)
+        return 0
     try:
         run(args.surfels, args.seed, sweeps, args.repeats, args.ref_shape, args.ref_surfels,
             open3d=not args.no_open3d, backward=not args.no_backward, moving=not args.no_moving, growth=args.growth)

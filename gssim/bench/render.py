@@ -140,9 +140,11 @@ def peak_memory_forward(n: int, width: int, height: int) -> tuple[float, float]:
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser("render", help="camera rasterizer throughput (native vs torch reference)")
-    p.add_argument("--surfels", type=int, default=100_000, help="surfels in the street scene")
-    p.add_argument("--width", type=int, default=640)
-    p.add_argument("--height", type=int, default=360)
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="cuda: the CUDA backend and gsplat's CUDA rasterization_2dgs on a GPU (gssim/bench/gpu.py)")
+    p.add_argument("--surfels", type=int, default=None, help="surfels in the street scene (100000; cuda: 1000000)")
+    p.add_argument("--width", type=int, default=None, help="image width (640; cuda: 1920)")
+    p.add_argument("--height", type=int, default=None, help="image height (360; cuda: 1080)")
     p.add_argument("--models", default="pinhole,fisheye", help="comma-separated: pinhole, fisheye")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--ref-width", type=int, default=64, help="image width of the reference comparison")
@@ -160,6 +162,10 @@ def add_parser(subparsers) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    if args.device == "cuda":
+        from gssim.bench.gpu import render_main
+        return render_main(args)
+    args.surfels, args.width, args.height = args.surfels or 100_000, args.width or 640, args.height or 360
     print(f"gssim bench render: {args.surfels} street surfels, {args.width}x{args.height}, "
           f"{torch.get_num_threads()} threads, median of {args.repeats}")
     surfels = street_surfels(args.surfels)

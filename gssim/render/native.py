@@ -61,9 +61,10 @@ def rasterize(rays_o: Tensor, rays_d: Tensor, rows: int, cols: int, means: Tenso
                             int(tile_h), int(tile_w), float(t_min), float(t_max))
 
 
-def footprints_available() -> bool:
-    """True when the extension has the native footprint op (CPU tensors only)."""
-    return NATIVE_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key("gssim::footprints", "CPU")
+def footprints_available(device_type: str = "cpu") -> bool:
+    """True when the extension has the native preparation ops for ``device_type``."""
+    return NATIVE_ERROR is None and torch._C._dispatch_has_kernel_for_dispatch_key(
+        "gssim::footprints", device_type.upper())
 
 
 def footprints(sensor_args: tuple[int, list[float], list[Tensor]], rows: int, cols: int, means: Tensor,
@@ -73,6 +74,9 @@ def footprints(sensor_args: tuple[int, list[float], list[Tensor]], rows: int, co
     """Footprint records (F, 6) int32 of surfels (no gradient), as ``Sensor.footprints``
     on their supports would give them, or larger (never a cell fewer).
 
+    Runs on the surfels' device (CPU or CUDA); the sensor's and the motion's tables and
+    the poses are moved there.
+
     sensor_args: ``sensor.native_footprint_args()``; means, t_u, t_v (N, 3) float32 world
     frame (unit tangents); scales (N, 2); opacities (N,); means2d (N, 2) projected centres
     (col, row) and vis2d (N,) bool where the low-pass filter applies; cell_poses (P, 4, 4)
@@ -81,14 +85,16 @@ def footprints(sensor_args: tuple[int, list[float], list[Tensor]], rows: int, co
     readout_angle, periodic, column_angle], [fraction row_lo, row_hi, col_lo, col_hi]) of a
     moving sensor, else None.
     """
-    if not footprints_available():
-        raise RuntimeError(f"gssim native extension has no footprint op ({NATIVE_ERROR or 'old build'}); "
-                           "rebuild with `python setup.py build_ext --inplace`")
+    dev = means.device
+    if not footprints_available(dev.type):
+        raise RuntimeError(f"gssim native extension has no footprint op for {dev.type} tensors "
+                           f"({NATIVE_ERROR or 'not built for it'}); rebuild with `python setup.py build_ext --inplace`")
     model, scalars, tables = sensor_args
-    c = lambda t: t.detach().contiguous()  # noqa: E731
+    c = lambda t: t.detach().to(dev).contiguous()  # noqa: E731
     f32 = lambda t: c(t.float())  # noqa: E731
-    index = torch.zeros(0, dtype=torch.long) if pose_index is None else c(pose_index.long())
+    index = torch.zeros(0, dtype=torch.long, device=dev) if pose_index is None else c(pose_index.long())
     m_scalars, m_tables = motion if motion is not None else ([], [])
+    tables = [c(t) for t in tables]
     return torch.ops.gssim.footprints(model, int(rows), int(cols), scalars, tables, f32(means), f32(t_u), f32(t_v),
                                       f32(scales), f32(opacities), f32(means2d), c(vis2d.bool()),
                                       c(cell_poses.double()), index, c(cell_pose_fractions.double()),
@@ -102,12 +108,14 @@ def moving_pose_index(projection_args: tuple[int, list[float], list[Tensor]], ro
 
     projection_args: ``sensor.native_projection_args()``; means (N, 3) world frame;
     cell_poses (P, 4, 4) float64; cell_pose_index (rows, cols) int64 into cell_poses.
+    Runs on the device of ``means``.
     """
-    if not footprints_available():
-        raise RuntimeError(f"gssim native extension has no preparation ops ({NATIVE_ERROR or 'old build'}); "
-                           "rebuild with `python setup.py build_ext --inplace`")
+    dev = means.device
+    if not footprints_available(dev.type):
+        raise RuntimeError(f"gssim native extension has no preparation ops for {dev.type} tensors "
+                           f"({NATIVE_ERROR or 'not built for it'}); rebuild with `python setup.py build_ext --inplace`")
     model, scalars, tables = projection_args
+    c = lambda t: t.to(dev).contiguous()  # noqa: E731
     return torch.ops.gssim.moving_pose_index(model, int(rows), int(cols), [float(v) for v in scalars],
-                                             [t.double().contiguous() for t in tables],
-                                             means.detach().float().contiguous(), cell_poses.double().contiguous(),
-                                             cell_pose_index.long().contiguous())
+                                             [c(t.double()) for t in tables], c(means.detach().float()),
+                                             c(cell_poses.double()), c(cell_pose_index.long()))

@@ -14,8 +14,8 @@ from gssim.sensors.base import ALPHA_MIN, FILTER_INV_SQUARE, Sensor
 Tensor = torch.Tensor
 
 FAR_AWAY = 1e9  # projected centre of surfels the low-pass filter must ignore
-# Footprints by the native op where it applies (CPU tensors, a built extension, a sensor
-# model it knows); False forces the torch reference (tests compare the two).
+# Footprints by the native op where it applies (CPU or CUDA tensors of a build with that
+# backend, a sensor model it knows); False forces the torch reference (tests compare the two).
 USE_NATIVE_PREP = True
 
 
@@ -99,7 +99,7 @@ def _to_sensor(T_world_sensor: Tensor, points: Tensor) -> Tensor:
 
 def _per_surfel_frame(grid: RayGrid, index: Tensor, points: Tensor) -> Tensor:
     """World points (N, ..., 3) into the frame of each surfel's own cell pose (N,)."""
-    T = grid.cell_poses[index].to(dtype=points.dtype, device=points.device)
+    T = grid.cell_poses.to(points.device)[index.to(points.device)].to(points.dtype)
     R, t = T[:, :3, :3], T[:, :3, 3]
     shape = (points.shape[0],) + (1,) * (points.dim() - 2) + (3,)
     return torch.einsum("nji,n...j->n...i", R, points - t.reshape(shape))
@@ -109,7 +109,7 @@ def _project_centres(sensor: Sensor, grid: RayGrid, means: Tensor) -> tuple[Tens
     """Grid coordinates of surfel centres, validity, and the index of the cell pose each is
     seen from (a moving sensor: the pose of the cell it lands in, by fixed-point iteration
     on the readout fraction; natively where the footprints are)."""
-    idx = torch.zeros(means.shape[0], dtype=torch.long)
+    idx = torch.zeros(means.shape[0], dtype=torch.long, device=means.device)
     if len(grid.cell_poses) == 1:
         return (*sensor.project(_to_sensor(grid.cell_poses[0], means)), idx)
     if _use_native_prep(sensor, means) and sensor.native_projection_args() is not None:
@@ -122,7 +122,7 @@ def _project_centres(sensor: Sensor, grid: RayGrid, means: Tensor) -> tuple[Tens
             uv, ok = sensor.project(_per_surfel_frame(grid, idx, means.detach()))
             col = uv[:, 0].nan_to_num(0).clamp(0, grid.cols - 1).long()
             row = uv[:, 1].nan_to_num(0).clamp(0, grid.rows - 1).long()
-            idx = torch.where(ok, grid.cell_pose_index[row, col], idx)
+            idx = torch.where(ok, grid.cell_pose_index.to(means.device)[row, col], idx)
     return (*sensor.project(_per_surfel_frame(grid, idx, means)), idx)
 
 
@@ -139,8 +139,8 @@ def _readout_tables(sensor: Sensor, grid: RayGrid) -> tuple[Tensor, Tensor, Tens
 
 
 def _use_native_prep(sensor: Sensor, means: Tensor) -> bool:
-    return (USE_NATIVE_PREP and means.device.type == "cpu" and native.footprints_available()
-            and sensor.native_footprint_args() is not None)
+    return (USE_NATIVE_PREP and means.device.type in ("cpu", "cuda")
+            and native.footprints_available(means.device.type) and sensor.native_footprint_args() is not None)
 
 
 def _native_footprints(sensor: Sensor, grid: RayGrid, pose_idx: Tensor, surfels: Surfels, t_u: Tensor,
