@@ -156,7 +156,7 @@ def render(surfels: Surfels | SurfelChunks, sensor: Sensor, T_world_sensor, T_wo
     T_world_sensor = _pose(T_world_sensor, "T_world_sensor")
     if T_world_sensor_end is not None:
         T_world_sensor_end = _pose(T_world_sensor_end, "T_world_sensor_end")
-    grid = build_rays(sensor, T_world_sensor, T_world_sensor_end)
+    grid = build_rays(sensor, T_world_sensor, T_world_sensor_end, device=dev)
     seen = surfels
     if cull or chunks is not None:
         index = visible_index(surfels, sensor, grid, chunks.candidates(sensor, grid) if chunks is not None else None)

@@ -57,17 +57,34 @@ def _as_pose(T: Tensor | object, name: str) -> Tensor:
     return T
 
 
-def build_rays(sensor: Sensor, T_world_sensor, T_world_sensor_end=None) -> RayGrid:
+def _sensor_rays(sensor: Sensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """The sensor's unit ray directions (H, W, 3) float64 and depth scales (R,) float32 on
+    a device (kept per sensor for devices other than the CPU, so that a GPU render does not
+    copy them every frame)."""
+    if device.type == "cpu":
+        return sensor.ray_directions().double(), sensor.depth_scale().reshape(-1).float()
+    cache = sensor.__dict__.setdefault("_device_rays", {})
+    if str(device) not in cache:
+        dirs, scale = _sensor_rays(sensor, torch.device("cpu"))
+        cache[str(device)] = (dirs.to(device), scale.to(device))
+    return cache[str(device)]
+
+
+def build_rays(sensor: Sensor, T_world_sensor, T_world_sensor_end=None, device=None) -> RayGrid:
     """Rays of ``sensor`` at a pose; a moving sensor interpolates the pose per cell
-    between ``T_world_sensor`` (readout fraction 0) and ``T_world_sensor_end`` (1)."""
+    between ``T_world_sensor`` (readout fraction 0) and ``T_world_sensor_end`` (1).
+    Rays (and depth scales) are on ``device`` (default CPU); poses stay on the CPU."""
+    dev = torch.device("cpu") if device is None else torch.device(device)
     T0 = _as_pose(T_world_sensor, "T_world_sensor")
-    dirs = sensor.ray_directions().double()
     translation = rotation = 0.0
     if sensor.is_instant or T_world_sensor_end is None:
         poses = T0[None]
         uniq = torch.zeros(1, dtype=torch.float64)
         index = torch.zeros(sensor.rows, sensor.cols, dtype=torch.long)
         mid = T0
+        T0_dev = T0.to(dev)
+        rays_d = _sensor_rays(sensor, dev)[0] @ T0_dev[:3, :3].T
+        rays_o = T0_dev[:3, 3].expand_as(rays_d)
     else:
         T1 = _as_pose(T_world_sensor_end, "T_world_sensor_end")
         fr = sensor.cell_fractions().double()
@@ -77,18 +94,14 @@ def build_rays(sensor: Sensor, T_world_sensor, T_world_sensor_end=None) -> RayGr
         translation = float((T1[:3, 3] - T0[:3, 3]).norm())
         cos_angle = ((T0[:3, :3].T @ T1[:3, :3]).trace() - 1) / 2
         rotation = float(torch.arccos(cos_angle.clamp(-1, 1)))
-    if len(poses) == 1:
-        rays_d = dirs @ T0[:3, :3].T
-        rays_o = T0[:3, 3].expand_as(rays_d)
-    else:
+        dirs = sensor.ray_directions().double()
         rays_d = (poses[:, :3, :3][index] @ dirs[..., None])[..., 0]
         rays_o = poses[:, :3, 3][index]
-    return RayGrid(rays_o=rays_o.reshape(-1, 3).float().contiguous(),
-                   rays_d=rays_d.reshape(-1, 3).float().contiguous(),
-                   depth_scale=sensor.depth_scale().reshape(-1).float(),
-                   rows=sensor.rows, cols=sensor.cols, cell_poses=poses, cell_pose_index=index,
-                   cell_pose_fractions=uniq, origin=mid[:3, 3].float(), translation=translation,
-                   rotation=rotation)
+    return RayGrid(rays_o=rays_o.reshape(-1, 3).float().to(dev).contiguous(),
+                   rays_d=rays_d.reshape(-1, 3).float().to(dev).contiguous(),
+                   depth_scale=_sensor_rays(sensor, dev)[1], rows=sensor.rows, cols=sensor.cols, cell_poses=poses,
+                   cell_pose_index=index, cell_pose_fractions=uniq, origin=mid[:3, 3].float(),
+                   translation=translation, rotation=rotation)
 
 
 def _to_sensor(T_world_sensor: Tensor, points: Tensor) -> Tensor:
