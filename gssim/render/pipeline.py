@@ -59,15 +59,23 @@ def _as_pose(T: Tensor | object, name: str) -> Tensor:
 
 def _sensor_rays(sensor: Sensor, device: torch.device) -> tuple[Tensor, Tensor]:
     """The sensor's unit ray directions (H, W, 3) float64 and depth scales (R,) float32 on
-    a device (kept per sensor for devices other than the CPU, so that a GPU render does not
-    copy them every frame)."""
-    if device.type == "cpu":
-        return sensor.ray_directions().double(), sensor.depth_scale().reshape(-1).float()
+    a device, kept on the sensor object (like its view volume: sensors are not changed
+    after they are made), so a render does not rebuild or copy them every frame."""
     cache = sensor.__dict__.setdefault("_device_rays", {})
     if str(device) not in cache:
-        dirs, scale = _sensor_rays(sensor, torch.device("cpu"))
-        cache[str(device)] = (dirs.to(device), scale.to(device))
+        cache[str(device)] = (sensor.ray_directions().double().to(device),
+                              sensor.depth_scale().reshape(-1).float().to(device))
     return cache[str(device)]
+
+
+def _readout_poses_index(sensor: Sensor) -> tuple[Tensor, Tensor]:
+    """Distinct readout fractions of the sensor's cells (P,) float64 and each cell's index
+    into them (rows, cols), kept on the sensor object."""
+    cached = sensor.__dict__.get("_readout_index")
+    if cached is None:
+        cached = torch.unique(sensor.cell_fractions().double(), return_inverse=True)
+        sensor._readout_index = cached
+    return cached
 
 
 def build_rays(sensor: Sensor, T_world_sensor, T_world_sensor_end=None, device=None) -> RayGrid:
@@ -87,14 +95,13 @@ def build_rays(sensor: Sensor, T_world_sensor, T_world_sensor_end=None, device=N
         rays_o = T0_dev[:3, 3].expand_as(rays_d)
     else:
         T1 = _as_pose(T_world_sensor_end, "T_world_sensor_end")
-        fr = sensor.cell_fractions().double()
-        uniq, index = torch.unique(fr, return_inverse=True)
+        uniq, index = _readout_poses_index(sensor)
         poses = interpolate_pose(T0, T1, uniq)
         mid = interpolate_pose(T0, T1, torch.tensor([0.5], dtype=torch.float64))[0]
         translation = float((T1[:3, 3] - T0[:3, 3]).norm())
         cos_angle = ((T0[:3, :3].T @ T1[:3, :3]).trace() - 1) / 2
         rotation = float(torch.arccos(cos_angle.clamp(-1, 1)))
-        dirs = sensor.ray_directions().double()
+        dirs = _sensor_rays(sensor, torch.device("cpu"))[0]
         rays_d = (poses[:, :3, :3][index] @ dirs[..., None])[..., 0]
         rays_o = poses[:, :3, 3][index]
     return RayGrid(rays_o=rays_o.reshape(-1, 3).float().to(dev).contiguous(),
