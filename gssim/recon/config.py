@@ -25,7 +25,6 @@ class TrainConfig:
     appearance_dim: int = 8
     sh_degree: int = 1
     lidar_channels: int = 4
-    camera_crop: float = 1.0            # a camera step renders a random crop of this fraction of each side
     lidar_every: int = 3                # a LiDAR sweep every N steps (0: cameras only)
     lidar_sector_deg: float = 120.0     # azimuth slice of the sweep scored per LiDAR step (360: all)
     ssim_weight: float = 0.2
@@ -47,7 +46,6 @@ class TrainConfig:
     densify_until_ratio: float = 0.7    # densify until this fraction of the steps
     densify_every: int = 100
     grow_threshold: float = 0.0008      # mean view-space gradient of a surfel to grow / split
-    grow_levels: int = 1                # neural: grids voxel / 2^m (m < grow_levels) new anchors go on
     prune_opacity: float = 0.01         # anchors whose surfels stay below this mean opacity go
     max_rows: int = 400000
     checkpoint_minutes: float = 3.0

@@ -11,7 +11,6 @@ such surfels in two.  Rows whose surfels stay nearly transparent are pruned.
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 from torch import nn
@@ -64,8 +63,8 @@ class Densifier:
             self.stats[node.id] = st
         return st
 
-    def observe(self, comp, origin, focal: float, width: int, weight: float = 1.0) -> None:
-        """Accumulate gradients of one rendered view (after backward), scaled by ``weight``."""
+    def observe(self, comp, origin, focal: float, width: int) -> None:
+        """Accumulate gradients of one rendered view (after backward)."""
         for node, dec, rows, dist in comp.parts:
             st = self._node_stats(node)
             st["seen"].index_add_(0, rows, torch.ones(rows.shape[0]))
@@ -73,7 +72,7 @@ class Densifier:
             g = dec.means.grad
             if g is None:
                 continue
-            val = g.norm(dim=-1) * dist / focal * (width / 2) * weight
+            val = g.norm(dim=-1) * dist / focal * (width / 2)
             st["grad"].index_add_(0, dec.slot, val)
             st["count"].index_add_(0, dec.slot, torch.ones_like(val))
 
@@ -107,37 +106,20 @@ class Densifier:
     def _anchors(self, node, st, optimizer, budget: int) -> None:
         fld: NeuralField = node.field
         avg = st["grad"] / st["count"].clamp(min=1)
-        seen = st["count"] >= MIN_SEEN
+        grow = (st["count"] >= MIN_SEEN) & (avg > self.cfg.grow_threshold)
         voxel = self.spacing[node.id]
-        new_pos, parents, new_scales = [], [], []
-        existing = fld.anchors.detach()
-        # Scaffold-GS growing over levels: level m places anchors on a grid of voxel / 2^m
-        # (with offsets and surfels scaled to it) where the mean gradient passes
-        # threshold * 2^m, so finer anchors appear only where the coarse ones cannot fit.
-        for m in range(self.cfg.grow_levels):
-            grow = seen & (avg > self.cfg.grow_threshold * 2 ** m)
-            if not grow.any() or budget <= 0:
-                break
-            size = voxel / 2 ** m
+        new_pos = torch.zeros(0, 3)
+        parents = torch.zeros(0, dtype=torch.long)
+        if grow.any() and budget > 0:
             slots = torch.nonzero(grow).squeeze(1)
             pos = fld.slot_positions(slots)
-            keys = torch.floor(pos / size).long()
+            keys = torch.floor(pos / voxel).long()
+            existing = torch.floor(fld.anchors.detach() / voxel).long()
             uniq, first = _unique_rows(keys)
-            taken = _rows_in(uniq, torch.floor(existing / size).long())
+            taken = _rows_in(uniq, existing)
             sel = first[~taken][:budget]
-            if sel.numel() == 0:
-                continue
-            centres = (torch.floor(pos[sel] / size) + 0.5) * size
-            par = slots[sel] // fld.n_offsets
-            level = torch.tensor([math.log(size)] * 3 + [math.log(size / 2)])
-            new_pos.append(centres)
-            parents.append(par)
-            new_scales.append(torch.minimum(fld.log_scales.detach()[par], level))
-            existing = torch.cat([existing, centres])
-            budget -= sel.numel()
-        new_pos = torch.cat(new_pos) if new_pos else torch.zeros(0, 3)
-        parents = torch.cat(parents) if parents else torch.zeros(0, dtype=torch.long)
-        new_scales = torch.cat(new_scales) if new_scales else torch.zeros(0, 4)
+            new_pos = (torch.floor(pos[sel] / voxel) + 0.5) * voxel
+            parents = slots[sel] // fld.n_offsets
         prune = self._prune_mask(node, st)
         keep = torch.nonzero(~prune).squeeze(1)
         n_new = new_pos.shape[0]
@@ -149,7 +131,7 @@ class Densifier:
             new = {"anchors": torch.cat([fld.anchors[keep], new_pos]),
                    "features": torch.cat([fld.features[keep], fld.features[parents]]),
                    "offsets": torch.cat([fld.offsets[keep], offsets]),
-                   "log_scales": torch.cat([fld.log_scales[keep], new_scales]),
+                   "log_scales": torch.cat([fld.log_scales[keep], fld.log_scales[parents]]),
                    "quats": torch.cat([fld.quats[keep], fld.quats[parents]])}
         remap_rows(optimizer, fld, new, torch.cat([keep, torch.full((n_new,), -1, dtype=torch.long)]))
 

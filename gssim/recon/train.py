@@ -226,35 +226,21 @@ class Trainer:
             g["lr"] = g["base_lr"] * decay
 
     # --- one step -----------------------------------------------------------------------
-    def _crop(self, view: CameraView):
-        """The camera of a random crop of the view (``camera_crop`` of each side; the whole
-        image for 1.0 or a rolling-shutter camera) and the crop's rows and columns (slices)."""
-        cam = self.log.sensor(view.sid)
-        f = self.cfg.camera_crop
-        if f >= 1.0 or not cam.is_instant:
-            return cam, slice(None), slice(None)
-        h, w = max(16, round(cam.rows * f)), max(16, round(cam.cols * f))
-        r0 = int(torch.randint(cam.rows - h + 1, (1,), generator=self.gen))
-        c0 = int(torch.randint(cam.cols - w + 1, (1,), generator=self.gen))
-        crop = type(cam)(w, h, cam.fx, cam.fy, cam.cx - c0, cam.cy - r0, cam.distortion)
-        return crop, slice(r0, r0 + h), slice(c0, c0 + w)
-
     def camera_loss(self, view: CameraView) -> tuple[Tensor, dict]:
         cfg, sc = self.cfg, self.scene
-        cam, rows, cols = self._crop(view)
-        image = view.image[rows, cols]
+        cam = self.log.sensor(view.sid)
         comp = sc.compose(view.t, view.sid, view.T0, view.T1, sensor=cam, channels="rgb+depth")
         for _, dec, _, _ in comp.parts:
             dec.means.retain_grad()
         out = render_surfels(comp.surfels, cam, view.T0, view.T1, backend="auto")
-        rgb = out.color[..., :3] + (1 - out.alpha)[..., None] * sc.sky(view.dirs_world[rows, cols])
+        rgb = out.color[..., :3] + (1 - out.alpha)[..., None] * sc.sky(view.dirs_world)
         rgb = sc.appearance.correct(rgb, view.sid)
-        l1 = (rgb - image).abs().mean()
-        d_ssim = 1 - ssim(rgb, image)
+        l1 = (rgb - view.image).abs().mean()
+        d_ssim = 1 - ssim(rgb, view.image)
         loss = (1 - cfg.ssim_weight) * l1 + cfg.ssim_weight * d_ssim
         distortion = (out.alpha * out.color[..., 4] - out.color[..., 3] ** 2).clamp(min=0).mean()
         loss = loss + cfg.distortion_weight * distortion
-        stats = {"l1": float(l1.detach()), "psnr": float(psnr(rgb.detach().clamp(0, 1), image))}
+        stats = {"l1": float(l1.detach()), "psnr": float(psnr(rgb.detach().clamp(0, 1), view.image))}
 
         if self.step >= cfg.normal_from_step and cfg.normal_weight > 0:
             R = torch.as_tensor(view.T0[:3, :3], dtype=torch.float32)
@@ -264,11 +250,8 @@ class Trainer:
                 cos = (n_depth * out.normal[:-1, :-1]).sum(-1)
                 loss = loss + cfg.normal_weight * (1 - cos)[ok].mean()
         loss = loss + cfg.scale_weight * self._scale_penalty(comp)
-        # The loss is a mean over the crop's pixels: its gradients are larger by the inverse of
-        # the crop's area, which the densification statistics take out.
-        area = cam.rows * cam.cols / (view.image.shape[0] * view.image.shape[1])
         return loss, {"comp": comp, "origin": view.T0[:3, 3], "focal": float(getattr(cam, "fx", 1.0)),
-                      "width": view.image.shape[1], "weight": area, **stats}
+                      "width": cam.cols, **stats}
 
     def _scale_penalty(self, comp) -> Tensor:
         """Mean surfel scale relative to its node's spacing (keeps surfels from ballooning)."""
@@ -311,7 +294,7 @@ class Trainer:
             j = int(torch.randint(len(self.lidars), (1,), generator=self.gen))
             loss = loss + self.lidar_loss(self.lidars[j])
         loss.backward()
-        self.densifier.observe(info["comp"], info["origin"], info["focal"], info["width"], info["weight"])
+        self.densifier.observe(info["comp"], info["origin"], info["focal"], info["width"])
         self.optimizer.step()
         self.step += 1
         if self.densifier.due(self.step):
