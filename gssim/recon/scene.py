@@ -25,6 +25,7 @@ from gssim.data.poses import PoseTrack
 from gssim.recon.appearance import Appearance, Sky
 from gssim.recon.fields import Decoded, Field, quat_multiply, sh_to_rgb
 from gssim.render import render as render_surfels
+from gssim.render.culling import CELL_DIAGONAL, filter_reach
 from gssim.render.lidar_returns import LidarReturnDecoder, to_point_cloud
 from gssim.render.pipeline import build_rays
 
@@ -268,9 +269,14 @@ class Scene(nn.Module):
             dirs = sensor.ray_directions()
             half_fov = float(np.arccos(float(dirs[..., 2].min()))) + turn
             if float(dirs[..., 2].min()) > 1e-3:      # every ray looks forward: four side planes
-                tan = dirs[..., :2] / dirs[..., 2:3]
-                frustum = (float(tan[..., 0].min()), float(tan[..., 0].max()), float(tan[..., 1].min()),
-                           float(tan[..., 1].max()), turn)
+                tan = (dirs[..., :2] / dirs[..., 2:3]).double()
+                # Widened by the reach of the renderer's screen-space low-pass filter (in
+                # cells, at opacity 1) times the largest step between neighbouring rays.
+                step = max(float((tan[:, 1:] - tan[:, :-1]).abs().max()) if tan.shape[1] > 1 else 0.0,
+                           float((tan[1:] - tan[:-1]).abs().max()) if tan.shape[0] > 1 else 0.0)
+                m = float(filter_reach(torch.ones(()))) * CELL_DIAGONAL * step
+                frustum = (float(tan[..., 0].min()) - m, float(tan[..., 0].max()) + m,
+                           float(tan[..., 1].min()) - m, float(tan[..., 1].max()) + m, turn)
         if azimuth_sector is not None:
             azimuth_sector = (azimuth_sector[0], azimuth_sector[1] + turn)
         parts, pieces = [], []
