@@ -29,6 +29,9 @@ Tensor = torch.Tensor
 
 SH_C0 = 0.28209479177387814
 MIN_SCALE = 1e-6   # metres; decoded scales stay above it (Surfels refuses < 1e-9)
+# Radius (in sigmas) within which a surfel of opacity <= 1 can reach the renderer's alpha
+# cut-off of 1/255: exp(-r^2 / 2) >= 1/255.
+CUTOFF_SIGMAS = math.sqrt(2 * math.log(255.0))
 SH_C1 = 0.4886025119029199
 SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
 
@@ -224,7 +227,7 @@ class NeuralField(Field):
     def extent(self) -> Tensor:
         s = self.log_scales.detach().exp()
         reach = (self.offsets.detach().abs().amax(1) * s[:, :3]).norm(dim=-1)
-        return reach + 3 * 2 * s[:, 3]
+        return reach + CUTOFF_SIGMAS * 2 * s[:, 3]
 
     def slot_positions(self, slots: Tensor) -> Tensor:
         """(n, 3) positions of spawn slots (row * K + k), without gradients."""
@@ -301,7 +304,7 @@ class ExplicitField(Field):
         return self.means
 
     def extent(self) -> Tensor:
-        return 3 * self.log_scales.detach().exp().amax(-1)
+        return CUTOFF_SIGMAS * self.log_scales.detach().exp().amax(-1)
 
     def decode(self, index: Tensor, appearance: Tensor | None) -> Decoded:
         q = self.quats[index]

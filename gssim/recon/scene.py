@@ -12,6 +12,7 @@ time asked (background + each actor moved rigidly), so cameras and LiDAR agree.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +25,7 @@ from gssim.data.poses import PoseTrack
 from gssim.recon.appearance import Appearance, Sky
 from gssim.recon.fields import Decoded, Field, quat_multiply, sh_to_rgb
 from gssim.render import render as render_surfels
+from gssim.render.culling import CELL_DIAGONAL, filter_reach
 from gssim.render.lidar_returns import LidarReturnDecoder, to_point_cloud
 from gssim.render.pipeline import build_rays
 
@@ -198,12 +200,15 @@ class Scene(nn.Module):
 
     @staticmethod
     def _visible_rows(fld: Field, sensor, T_node_sensor: Tensor, half_fov: float | None,
-                      sector: tuple[float, float] | None = None, reach: float = 0.0) -> Tensor:
+                      sector: tuple[float, float] | None = None, reach: float = 0.0,
+                      frustum: tuple[float, float, float, float, float] | None = None) -> Tensor:
         """Rows of a field whose extent can reach the sensor's field of view (indices):
-        within range, within ``half_fov`` (rad) of a camera's optical axis, and within an
-        azimuth ``sector`` (centre, half width; rad) when given.  ``reach`` (m) grows every
-        extent by how far the sensor moves over its readout (angles: ``half_fov`` and the
-        sector already include how far it turns)."""
+        within range, within ``half_fov`` (rad) of a camera's optical axis, within the
+        camera's ``frustum`` when given, and within an azimuth ``sector`` (centre, half
+        width; rad) when given.  ``reach`` (m) grows every extent by how far the sensor
+        moves over its readout (angles: ``half_fov`` and the sector already include how
+        far it turns).  frustum: (x_lo, x_hi, y_lo, y_hi, turn): the bounds of x/z and y/z
+        over the camera's rays, and how far (rad) it turns over its readout."""
         with torch.no_grad():
             c = fld.centres().detach()
             r = fld.extent() + reach
@@ -215,6 +220,14 @@ class Scene(nn.Module):
                 ang = torch.acos((p[:, 2] / dist.clamp(min=1e-9)).clamp(-1, 1))
                 half = torch.asin((r / dist.clamp(min=1e-9)).clamp(max=1.0))
                 ok &= (ang - half <= half_fov + 1e-3) | (dist <= r)
+            if frustum is not None:
+                # Distance of each centre beyond the four side planes x/z = x_lo, ... (through
+                # the camera centre); a turn moves a point by at most dist * turn.
+                x_lo, x_hi, y_lo, y_hi, turn = frustum
+                r_eff = r + dist * turn + 1e-3
+                for axis, bound, sign in ((0, x_lo, -1.0), (0, x_hi, 1.0), (1, y_lo, -1.0), (1, y_hi, 1.0)):
+                    beyond = sign * (p[:, axis] - bound * p[:, 2]) / math.sqrt(1.0 + bound * bound)
+                    ok &= beyond <= r_eff
             if sector is not None:
                 off = torch.remainder(torch.atan2(p[:, 1], p[:, 0]) - sector[0] + np.pi, 2 * np.pi) - np.pi
                 half = torch.asin((r / dist.clamp(min=1e-9)).clamp(max=1.0))
@@ -251,8 +264,19 @@ class Scene(nn.Module):
             reach = float(np.linalg.norm(T1[:3, 3] - T0[:3, 3]))
             turn = float(np.arccos(np.clip((np.trace(T0[:3, :3].T @ T1[:3, :3]) - 1) / 2, -1, 1)))
         # Widest angle between a camera's optical axis and any of its rays.
-        half_fov = (float(np.arccos(float(sensor.ray_directions()[..., 2].min()))) + turn
-                    if getattr(sensor, "kind", "camera") == "camera" else None)
+        half_fov = frustum = None
+        if getattr(sensor, "kind", "camera") == "camera":
+            dirs = sensor.ray_directions()
+            half_fov = float(np.arccos(float(dirs[..., 2].min()))) + turn
+            if float(dirs[..., 2].min()) > 1e-3:      # every ray looks forward: four side planes
+                tan = (dirs[..., :2] / dirs[..., 2:3]).double()
+                # Widened by the reach of the renderer's screen-space low-pass filter (in
+                # cells, at opacity 1) times the largest step between neighbouring rays.
+                step = max(float((tan[:, 1:] - tan[:, :-1]).abs().max()) if tan.shape[1] > 1 else 0.0,
+                           float((tan[1:] - tan[:-1]).abs().max()) if tan.shape[0] > 1 else 0.0)
+                m = float(filter_reach(torch.ones(()))) * CELL_DIAGONAL * step
+                frustum = (float(tan[..., 0].min()) - m, float(tan[..., 0].max()) + m,
+                           float(tan[..., 1].min()) - m, float(tan[..., 1].max()) + m, turn)
         if azimuth_sector is not None:
             azimuth_sector = (azimuth_sector[0], azimuth_sector[1] + turn)
         parts, pieces = [], []
@@ -271,7 +295,8 @@ class Scene(nn.Module):
                 continue
             T_wo_t = torch.as_tensor(T_wo, dtype=torch.float32)
             T_node_sensor = torch.linalg.solve(T_wo_t, torch.as_tensor(T_world_sensor, dtype=torch.float32))
-            rows = self._visible_rows(node.field, sensor, T_node_sensor, half_fov, azimuth_sector, reach)
+            rows = self._visible_rows(node.field, sensor, T_node_sensor, half_fov, azimuth_sector, reach,
+                                      frustum)
             if rows.numel() == 0:
                 continue
             dec = node.field.decode(rows, appearance)

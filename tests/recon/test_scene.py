@@ -201,3 +201,27 @@ def test_view_culling_keeps_what_a_turning_rolling_shutter_camera_sees(monkeypat
         everything, _, _ = scene.render_camera("cam", 0.0, sensor=cam, T0=T0, T1=T1)
     assert float(everything.alpha.max()) > 0.5, "the wall is in the late rows"
     assert torch.allclose(culled.color, everything.color, atol=1e-5)
+
+
+def test_a_crop_camera_renders_its_slice_of_the_image_and_culls_to_its_frustum(monkeypatch):
+    """A crop (the same camera with its principal point moved) sees exactly its slice of the
+    whole image, and the frustum test decodes fewer rows for it than for the whole image."""
+    scene = make_scene()
+    cam = scene.sensors["cam"].sensor
+    crop = PinholeCamera(24, 16, cam.fx, cam.fy, cam.cx - 36, cam.cy - 4)
+    decoded = []
+    visible = Scene._visible_rows
+
+    def counted(*a, **k):
+        rows = visible(*a, **k)
+        decoded.append(rows.numel())
+        return rows
+    monkeypatch.setattr(Scene, "_visible_rows", staticmethod(counted))
+    with torch.no_grad():
+        whole, _, _ = scene.render_camera("cam", 0.0)
+        n_whole = sum(decoded)
+        decoded.clear()
+        part, _, _ = scene.render_camera("cam", 0.0, sensor=crop)
+    assert sum(decoded) < n_whole
+    assert torch.allclose(part.color, whole.color[4:20, 36:60], atol=1e-5)
+    assert torch.allclose(part.depth, whole.depth[4:20, 36:60], atol=1e-4)
