@@ -1,4 +1,4 @@
-"""The `gssim` command: demo, showcase, synth, convert, train, eval, bake, export, bench."""
+"""The `gssim` command: demo, showcase, synth, convert, train, eval, bake, export, edit, harmonize, bench."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ from gssim.bench import train as bench_train
 from gssim.data.convert import cli as convert_cli
 from gssim.edit import cli as assets_cli
 from gssim.edit import cli_edit
+from gssim.harmonize import cli as harmonize_cli
 from gssim.recon import cli as recon_cli
 from gssim.sim import serve_cli
 from gssim.sim import sim_cli
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     recon_cli.add_parsers(sub)
     assets_cli.add_parser(sub)
     cli_edit.add_parser(sub)
+    harmonize_cli.add_parser(sub)
     serve_cli.add_parser(sub)
     sim_cli.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks: throughput and ratio against a reference")
