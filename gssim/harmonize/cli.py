@@ -41,7 +41,8 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--crop", type=int, default=None)
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT.training")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT.training "
+                   "(with the training pairs stored there)")
     p.set_defaults(func=_train)
 
     p = hsub.add_parser("measure", help="PSNR/SSIM of a scene's renders and of their harmonized repair on a log")
@@ -76,15 +77,22 @@ def _train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from gssim.data.reader import load_log
-    from gssim.harmonize.pairs import make_pairs
+    import safetensors.torch
+
+    from gssim.harmonize.pairs import Pairs, make_pairs
     from gssim.harmonize.train import HarmonizerTrainConfig, train_harmonizer
     from gssim.recon.scene_files import load_scene
 
     cfg = HarmonizerTrainConfig()
     cfg = replace(cfg, **{k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("crop", args.crop))
                           if v is not None})
-    scene = load_scene(args.scene)
-    pairs = make_pairs(scene, [load_log(p) for p in args.log], every=args.every)
+    cache = Path(str(args.out) + ".training") / "pairs.safetensors"
+    if args.resume and cache.is_file():
+        pairs = Pairs(**safetensors.torch.load_file(str(cache)))
+    else:
+        pairs = make_pairs(load_scene(args.scene), [load_log(p) for p in args.log], every=args.every)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        safetensors.torch.save_file(pairs.tensors(), str(cache))
     try:
         train_harmonizer(pairs, args.out, cfg, resume=args.resume)
     except FileExistsError as exc:

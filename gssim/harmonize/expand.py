@@ -108,7 +108,8 @@ def pseudo_views(scene: Scene, log_: Log, model: Harmonizer, offsets: list[float
 def expand_scene(scene_path, model: Harmonizer, offsets: list[float], out, log_path=None,
                  cfg: ExpandConfig | None = None, progress: bool = True) -> Scene:
     """``gssim expand``: load the scene, make pseudo views, fine-tune, save to ``out``
-    (with ``report/expansion_views.png``: render | repaired of a few pseudo views)."""
+    (with ``report/expansion_views.png``: render | repaired of a few pseudo views; the
+    settings recorded in scene.json under ``training.expansion``)."""
     cfg = cfg or ExpandConfig()
     cfg.check()
     bad = [o for o in offsets if not math.isfinite(o) or o == 0 or abs(o) > MAX_OFFSET_M]
@@ -141,8 +142,9 @@ def expand_scene(scene_path, model: Harmonizer, offsets: list[float], out, log_p
         while trainer.step < cfg.steps:
             stats = trainer.train_step()
             bar.update(task, completed=trainer.step, psnr=stats["psnr"])
-    scene.meta["expansion"] = {"offsets": list(offsets), "steps": cfg.steps, "pseudo_weight": cfg.pseudo_weight,
-                               "pseudo_views": len(pseudo), "lr_scale": cfg.lr_scale, "preset": cfg.preset}
+    scene.meta["training"] = {**training, "expansion": {
+        "offsets": list(offsets), "steps": cfg.steps, "pseudo_weight": cfg.pseudo_weight, "pseudo_views": len(pseudo),
+        "lr_scale": cfg.lr_scale, "preset": cfg.preset}}
     save_scene(scene, dst)
     pick = pseudo[:: max(1, len(pseudo) // 4)][:4]
     (dst / "report").mkdir(exist_ok=True)

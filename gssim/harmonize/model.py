@@ -278,8 +278,8 @@ def _check_unet_config(cfg: dict, patch: int, where: str) -> None:
 
 
 def _check_inputs(render: Tensor, depth: Tensor, alpha: Tensor, mask: Tensor | None) -> None:
-    if render.dim() != 4 or render.shape[-1] != 3:
-        raise HarmonizerError(f"render must be (H, W, 3) or (B, H, W, 3), got {tuple(render.shape)}")
+    if render.dim() != 4 or render.shape[-1] != 3 or 0 in render.shape:
+        raise HarmonizerError(f"render must be (H, W, 3) or (B, H, W, 3) and not empty, got {tuple(render.shape)}")
     want = tuple(render.shape[:3])
     for name, x in (("depth", depth), ("alpha", alpha), ("mask", mask)):
         if x is not None and tuple(x.shape) != want:

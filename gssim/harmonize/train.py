@@ -1,6 +1,7 @@
-"""Training the harmonizer on CPU: random crops of the pairs, a timestep drawn in
-[0, max_strength * (T - 1)], the render noised to it (the img2img start), and an
-L1 + MSE loss of the predicted clean image against the truth (heavier inside the mask).
+"""Training the harmonizer on CPU, from the identity (the UNet's last layer zeroed):
+random crops of the pairs, a timestep drawn in [0, max_strength * (T - 1)], the render
+noised to it (the img2img start), and an L1 + MSE loss of the predicted clean image
+against the truth (heavier inside the mask).
 
 Writes ``OUT/`` (the harmonizer folder, when done), ``OUT.training/`` with checkpoints
 ``ckpt_<step>.safetensors`` (weights, optimiser and RNG state; ``latest`` names the last
@@ -139,6 +140,9 @@ def train_harmonizer(pairs: Pairs, out, cfg: HarmonizerTrainConfig | None = None
                               f"or delete the folder")
     work.mkdir(parents=True, exist_ok=True)
     model = Harmonizer.new(cfg.widths, config=model_config, seed=cfg.seed)
+    with torch.no_grad():     # start as the identity (zero residual): training adds only what helps
+        model.unet.conv_out.weight.zero_()
+        model.unet.conv_out.bias.zero_()
     if cfg.crop % model.pad_multiple:
         raise ValueError(f"crop {cfg.crop} must be a multiple of {model.pad_multiple} for this model")
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -33,5 +33,5 @@ def tiny_world(tmp_path_factory):
     own, shifted = root / "tiny", root / "tiny_shift1"
     generate_log(cfg, own, previews=False, show_progress=False)
     generate_log(cfg, shifted, shift_lateral=1.0, previews=False, show_progress=False)
-    train(own, root / "scene", tiny_config(steps=60), progress=False)
+    train(own, root / "scene", tiny_config(steps=20), progress=False)
     return own, shifted, root / "scene"
