@@ -5,6 +5,7 @@ import argparse
 import logging
 
 from gssim import demo, showcase
+from gssim.bench import harmonize as bench_harmonize
 from gssim.bench import lidar as bench_lidar
 from gssim.bench import render as bench_render
 from gssim.bench import serve as bench_serve
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench_lidar.add_parser(bench_sub)
     bench_serve.add_parser(bench_sub)
     bench_train.add_parser(bench_sub)
+    bench_harmonize.add_parser(bench_sub)
     return parser
 
 

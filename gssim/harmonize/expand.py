@@ -40,10 +40,10 @@ MAX_OFFSET_M = 20.0
 class ExpandConfig:
     """Settings of ``gssim expand``."""
 
-    steps: int = 400
+    steps: int = 300
     pseudo_weight: float = 0.5     # camera-loss weight of a repaired view (a real view weighs 1)
-    every: int = 1                 # repair views of every N-th training frame
-    lr_scale: float = 0.3          # the preset's learning rates are scaled by this for fine-tuning
+    every: int = 2                 # repair views of every N-th training frame
+    lr_scale: float = 0.5          # the preset's learning rates are scaled by this for fine-tuning
     preset: str = "fast"           # losses and learning rates of this training preset
     lidar_every: int = 3           # a real LiDAR sweep every N steps
 

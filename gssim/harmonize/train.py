@@ -36,15 +36,15 @@ log = logging.getLogger(__name__)
 class HarmonizerTrainConfig:
     """Settings of ``gssim harmonizer train`` (defaults train in minutes on two cores)."""
 
-    steps: int = 800
-    batch: int = 8
-    crop: int = 128               # square crops (pixels, a multiple of the model's pad multiple)
-    lr: float = 1e-3
+    steps: int = 300
+    batch: int = 4
+    crop: int = 96                # square crops (pixels, a multiple of the model's pad multiple)
+    lr: float = 2e-3
     lr_final_ratio: float = 0.1   # cosine decay to this fraction
     mask_weight: float = 4.0      # loss weight inside the mask relative to outside
     widths: tuple[int, ...] = (48, 64, 96)
-    sample_every: int = 200
-    checkpoint_every: int = 200
+    sample_every: int = 100
+    checkpoint_every: int = 100
     seed: int = 0
 
 
