@@ -35,3 +35,12 @@ def tiny_world(tmp_path_factory):
     generate_log(cfg, shifted, shift_lateral=1.0, previews=False, show_progress=False)
     train(own, root / "scene", tiny_config(steps=20), progress=False)
     return own, shifted, root / "scene"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread (no thread hand-offs per small op)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -60,7 +60,7 @@ def test_pairs_harmonizer_measure_and_expand_end_to_end(tiny_world, tmp_path):
 
     source_digest = tree_digest(scene_dir)
     expanded = expand_scene(scene_dir, model, [-1.0, 1.0], tmp_path / "expanded", log_path=own,
-                            cfg=ExpandConfig(steps=3, preset=str(_tiny_preset(tmp_path))), progress=False)
+                            cfg=ExpandConfig(steps=3, every=1, preset=str(_tiny_preset(tmp_path))), progress=False)
     assert tree_digest(scene_dir) == source_digest
     training = load_scene(tmp_path / "expanded").meta["training"]
     n_train = len(log_frames(scene, own_log))
