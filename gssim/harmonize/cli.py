@@ -26,6 +26,19 @@ def _offsets(text: str) -> list[float]:
     return vals
 
 
+def join_offsets(argv: list[str]) -> list[str]:
+    """``--offsets -3,3`` as ``--offsets=-3,3`` (argparse takes a value starting with '-' for an option)."""
+    out, k = [], 0
+    while k < len(argv):
+        if argv[k] == "--offsets" and k + 1 < len(argv) and argv[k + 1].startswith("-"):
+            out.append(f"--offsets={argv[k + 1]}")
+            k += 2
+        else:
+            out.append(argv[k])
+            k += 1
+    return out
+
+
 def add_parser(sub) -> None:
     """Register ``harmonizer``, ``harmonize`` and ``expand`` on an argparse subparsers object."""
     h = sub.add_parser("harmonizer", help="train or measure the diffusion harmonizer",

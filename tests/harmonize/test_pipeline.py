@@ -99,3 +99,12 @@ def test_cli_reports_a_missing_harmonizer_and_bad_offsets(tiny_world, tmp_path, 
     with pytest.raises(SystemExit) as done:
         main(["harmonizer", "measure", str(scene_dir), "--log", str(shifted), "--json", str(tmp_path / "m.json")])
     assert done.value.code == 0 and json.loads((tmp_path / "m.json").read_text())["views"] > 0
+
+
+def test_offsets_starting_with_a_minus_parse_as_in_the_issue():
+    from gssim.cli import build_parser
+    from gssim.harmonize.cli import join_offsets
+
+    argv = join_offsets(["expand", "s", "--model", "m", "--offsets", "-3,3", "--out", "o"])
+    assert build_parser().parse_args(argv).offsets == [-3.0, 3.0]
+    assert join_offsets(["expand", "--offsets"]) == ["expand", "--offsets"]
