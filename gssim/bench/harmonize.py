@@ -54,7 +54,8 @@ def main(args: argparse.Namespace) -> int:
               "megapixels_per_s": w * h / one / 1e6, "reference_steps": args.ref_steps,
               "reference_seconds_per_frame": ref, "ratio": ref / one, "threads": torch.get_num_threads(),
               "load_average_1min": [round(load0, 2), round(os.getloadavg()[0], 2)]}
-    print(f"harmonizer {w}x{h}, {model.config.steps} step(s): {one:.3f} s/frame ({report['megapixels_per_s']:.2f} MP/s); "
+    print(f"harmonizer {w}x{h}, {model.config.steps} step(s): {one:.3f} s/frame "
+          f"({report['megapixels_per_s']:.2f} MP/s); "
           f"{cpu:.3f} CPU s/frame; {args.ref_steps}-step reference {ref:.3f} s/frame; ratio {ref / one:.2f}x; "
           f"{torch.get_num_threads()} threads, load average {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     if args.json:
