@@ -12,8 +12,6 @@ import argparse
 import json
 from pathlib import Path
 
-from gssim.harmonize.model import HarmonizerError
-
 
 def _offsets(text: str) -> list[float]:
     try:
@@ -100,15 +98,15 @@ def _train(args: argparse.Namespace) -> int:
     cfg = replace(cfg, **{k: v for k, v in (("steps", args.steps), ("batch", args.batch), ("crop", args.crop))
                           if v is not None})
     cache = Path(str(args.out) + ".training") / "pairs.safetensors"
-    if args.resume and cache.is_file():
-        pairs = Pairs(**safetensors.torch.load_file(str(cache)))
-    else:
-        pairs = make_pairs(load_scene(args.scene), [load_log(p) for p in args.log], every=args.every)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        safetensors.torch.save_file(pairs.tensors(), str(cache))
     try:
+        if args.resume and cache.is_file():
+            pairs = Pairs(**safetensors.torch.load_file(str(cache)))
+        else:
+            pairs = make_pairs(load_scene(args.scene), [load_log(p) for p in args.log], every=args.every)
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            safetensors.torch.save_file(pairs.tensors(), str(cache))
         train_harmonizer(pairs, args.out, cfg, resume=args.resume)
-    except FileExistsError as exc:
+    except (FileExistsError, ValueError) as exc:
         print(f"gssim harmonizer train: {exc}")
         return 2
     print(f"harmonizer written to {args.out} (checkpoints and sample grids in {args.out}.training)")
@@ -123,10 +121,10 @@ def _measure(args: argparse.Namespace) -> int:
 
     try:
         model = Harmonizer.load(args.model) if args.model else None
-    except HarmonizerError as exc:
+        report = measure(load_scene(args.scene), load_log(args.log), model)
+    except ValueError as exc:          # HarmonizerError, SceneFormatError, LogFormatError
         print(f"gssim harmonizer measure: {exc}")
         return 2
-    report = measure(load_scene(args.scene), load_log(args.log), model)
     report["scene"], report["log"] = str(args.scene), str(args.log)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +142,7 @@ def _harmonize(args: argparse.Namespace) -> int:
         model = Harmonizer.load(args.model)
         report = harmonize_scene(load_scene(args.scene), model, args.out, args.frames, args.sensors,
                                  **({} if args.grow is None else {"grow": args.grow}))
-    except (HarmonizerError, KeyError) as exc:
+    except (ValueError, KeyError) as exc:    # HarmonizerError, SceneFormatError, unknown frames or cameras
         print(f"gssim harmonize: {exc}")
         return 2
     print(json.dumps({k: v for k, v in report.items() if k != "frames"}, indent=1))
@@ -161,7 +159,7 @@ def _expand(args: argparse.Namespace) -> int:
         model = Harmonizer.load(args.model)
         expand_scene(args.scene, model, args.offsets, args.out, log_path=args.log,
                      cfg=ExpandConfig(**overrides))
-    except (HarmonizerError, ValueError) as exc:
+    except ValueError as exc:                # HarmonizerError, SceneFormatError, LogFormatError, bad settings
         print(f"gssim expand: {exc}")
         return 2
     print(f"expanded scene written to {args.out}")

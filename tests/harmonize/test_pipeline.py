@@ -108,3 +108,9 @@ def test_offsets_starting_with_a_minus_parse_as_in_the_issue():
     argv = join_offsets(["expand", "s", "--model", "m", "--offsets", "-3,3", "--out", "o"])
     assert build_parser().parse_args(argv).offsets == [-3.0, 3.0]
     assert join_offsets(["expand", "--offsets"]) == ["expand", "--offsets"]
+
+
+def test_cli_names_a_missing_scene(tmp_path, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["harmonizer", "measure", str(tmp_path / "no_scene"), "--log", str(tmp_path / "no_log")])
+    assert done.value.code == 2 and "no_scene" in capsys.readouterr().out
