@@ -77,10 +77,12 @@ setup(
                   "grpcio==1.85.1", "grpcio-tools==1.85.1"],
         # Closed loop and batch runs: SUMO traffic (its binaries come with the wheels) and Ray.
         "sim": ["eclipse-sumo==1.28.0", "libsumo==1.28.0", "ray==2.60.0"],
+        # `gssim harmonizer`, `gssim harmonize`, `gssim expand`: the diffusion harmonizer.
+        "harmonize": ["diffusers==0.42.1"],
         "test": ["pytest>=8", "ninja>=1.11", "scikit-image>=0.22", "plyfile==1.0.3", "nuscenes-devkit==1.2.0", "pyarrow==23.0.1",
                  "pandas==3.0.6", "gsplat==1.5.3", "fastapi==0.163.2", "uvicorn==0.54.0", "httpx==0.28.1",
                  "msgpack==1.2.4", "websockets==17.4", "grpcio==1.85.1", "grpcio-tools==1.85.1",
-                 "eclipse-sumo==1.28.0", "libsumo==1.28.0", "ray==2.60.0"],
+                 "eclipse-sumo==1.28.0", "libsumo==1.28.0", "ray==2.60.0", "diffusers==0.42.1"],
     },
     entry_points={"console_scripts": ["gssim=gssim.cli:main"]},
     ext_modules=[ext],

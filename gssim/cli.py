@@ -1,10 +1,12 @@
-"""The `gssim` command: demo, showcase, synth, convert, train, eval, bake, export, bench."""
+"""The `gssim` command: demo, showcase, synth, convert, train, eval, bake, export, edit, harmonize, bench."""
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from gssim import demo, showcase
+from gssim.bench import harmonize as bench_harmonize
 from gssim.bench import lidar as bench_lidar
 from gssim.bench import render as bench_render
 from gssim.bench import serve as bench_serve
@@ -12,6 +14,7 @@ from gssim.bench import train as bench_train
 from gssim.data.convert import cli as convert_cli
 from gssim.edit import cli as assets_cli
 from gssim.edit import cli_edit
+from gssim.harmonize import cli as harmonize_cli
 from gssim.recon import cli as recon_cli
 from gssim.sim import serve_cli
 from gssim.sim import sim_cli
@@ -29,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     recon_cli.add_parsers(sub)
     assets_cli.add_parser(sub)
     cli_edit.add_parser(sub)
+    harmonize_cli.add_parser(sub)
     serve_cli.add_parser(sub)
     sim_cli.add_parser(sub)
     bench = sub.add_parser("bench", help="benchmarks: throughput and ratio against a reference")
@@ -37,11 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench_lidar.add_parser(bench_sub)
     bench_serve.add_parser(bench_sub)
     bench_train.add_parser(bench_sub)
+    bench_harmonize.add_parser(bench_sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(harmonize_cli.join_offsets(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     raise SystemExit(args.func(args) or 0)
 
